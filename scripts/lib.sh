@@ -1,0 +1,293 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables set here are read by the scripts that source it
+# Shared helpers for the scripts in scripts/.  Sourced, never executed.
+#
+# Every path derives from the repository root; PYCORO_BUILD_DIR overrides
+# the build directory (default: <repo>/build).  Nested scripts share the
+# start time (PYCORO_T0) so the elapsed times in phase lines add up.
+
+if [[ -n "${PYCORO_LIB_SOURCED:-}" ]]; then
+    return 0
+fi
+PYCORO_LIB_SOURCED=1
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCRIPTS_DIR="$REPO_ROOT/scripts"
+
+BUILD_DIR="${PYCORO_BUILD_DIR:-$REPO_ROOT/build}"
+mkdir -p "$BUILD_DIR"
+BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
+export PYCORO_BUILD_DIR="$BUILD_DIR"
+
+LOG_DIR="$BUILD_DIR/logs"
+DOWNLOAD_DIR="$BUILD_DIR/downloads"
+SRC_DIR="$BUILD_DIR/src"
+OBJ_DIR="$BUILD_DIR/obj"
+PATCH_DIR="$REPO_ROOT/cpython-patches"
+SERIES_FILE="$PATCH_DIR/series"
+
+# The one CPython this project builds on (see README, "CPython source").
+CPYTHON_VERSION="3.13.5"
+CPYTHON_DEB_VERSION="3.13.5-2+deb13u5"
+CPYTHON_TARBALL="python3.13_${CPYTHON_VERSION}.orig.tar.xz"
+CPYTHON_SHA256="93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640"
+PY_XY="3.13"
+
+# Stable paths other people rely on.
+CPYTHON_PREFIX="$BUILD_DIR/cpython"
+CPYTHON_BIN="$CPYTHON_PREFIX/bin/python$PY_XY"
+VENV_DIR="$BUILD_DIR/venv"
+VENV_PY="$VENV_DIR/bin/python"
+
+: "${PYCORO_T0:=$(date +%s)}"
+export PYCORO_T0
+
+# Colour only on a terminal.
+if [[ -t 1 ]]; then
+    _C_BOLD=$'\033[1m' _C_RED=$'\033[31m' _C_GREEN=$'\033[32m' _C_OFF=$'\033[0m'
+else
+    _C_BOLD='' _C_RED='' _C_GREEN='' _C_OFF=''
+fi
+
+elapsed() {
+    local s=$(( $(date +%s) - PYCORO_T0 ))
+    printf '%02d:%02d' $((s / 60)) $((s % 60))
+}
+
+# phase "message": one line per step, with the time since the first script
+# of this run started.
+phase() {
+    printf '%s==> [%s] %s%s\n' "$_C_BOLD" "$(elapsed)" "$*" "$_C_OFF"
+}
+
+info() { printf '    %s\n' "$*"; }
+warn() { printf '%swarning:%s %s\n' "$_C_RED" "$_C_OFF" "$*" >&2; }
+
+die() {
+    printf '%serror:%s %s\n' "$_C_RED" "$_C_OFF" "$*" >&2
+    exit 1
+}
+
+ok() { printf '%s    ok%s %s\n' "$_C_GREEN" "$_C_OFF" "$*"; }
+
+# usage_from_header FILE: print the leading comment block of a script
+# (after the shebang) as its --help text.
+usage_from_header() {
+    sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "$1"
+}
+
+# handle_help "$@": print --help and exit when asked.
+handle_help() {
+    local a
+    for a in "$@"; do
+        case "$a" in
+            -h | --help)
+                usage_from_header "$0"
+                exit 0
+                ;;
+        esac
+    done
+}
+
+# run_logged LOGNAME WHAT CMD...: run CMD with stdout+stderr into
+# $LOG_DIR/LOGNAME.log; on failure print the log's tail and exit.
+run_logged() {
+    local name="$1" what="$2"
+    shift 2
+    local log="$LOG_DIR/$name.log"
+    mkdir -p "$LOG_DIR"
+    {
+        printf '### %s\n### %s\n### started %s\n' "$what" "$*" "$(date -Is)"
+    } >"$log"
+    local rc=0
+    "$@" >>"$log" 2>&1 || rc=$?
+    if ((rc != 0)); then
+        fail_with_log "$log" "$what failed (exit $rc)"
+    fi
+}
+
+# fail_with_log LOG MESSAGE: print the tail of LOG and die with MESSAGE.
+fail_with_log() {
+    local log="$1" msg="$2"
+    {
+        printf '%s---- last 40 lines of %s ----%s\n' "$_C_RED" "$log" "$_C_OFF"
+        tail -n 40 "$log" || true
+        printf '%s---- end of %s ----%s\n' "$_C_RED" "$log" "$_C_OFF"
+    } >&2
+    die "$msg (full log: $log)"
+}
+
+need_cmd() {
+    local c
+    for c in "$@"; do
+        command -v "$c" >/dev/null 2>&1 ||
+            die "'$c' is not installed; it is needed here (install it, e.g. with apt-get install $c)"
+    done
+}
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------------------
+# Debian packages
+
+_APT_UPDATED=""
+
+# apt_ensure PKG...: install the packages that are not installed yet.
+# Runs 'apt-get update' once per process, and only if something is missing.
+apt_ensure() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    info "installing missing Debian packages: ${missing[*]}"
+    local sudo=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null 2>&1 ||
+            die "missing Debian packages: ${missing[*]} (not root and no sudo: install them first)"
+        sudo=(sudo)
+    fi
+    if [[ -z "$_APT_UPDATED" ]]; then
+        run_logged apt-update "apt-get update" "${sudo[@]}" apt-get update
+        _APT_UPDATED=1
+    fi
+    run_logged apt-install "apt-get install ${missing[*]}" \
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# The build dependencies of CPython (all optional modules) and of bindgen.
+CPYTHON_BUILD_DEPS=(
+    build-essential pkg-config xz-utils rsync
+    libffi-dev libssl-dev zlib1g-dev libbz2-dev liblzma-dev libsqlite3-dev
+    libreadline-dev libncurses-dev uuid-dev libgdbm-dev libgdbm-compat-dev tk-dev
+
+)
+HARNESS_BUILD_DEPS=(libclang-dev)
+
+# mirror_uri: the Debian mirror this machine's apt already uses.  Read from
+# the system's own configuration so no host name is written in the repo.
+mirror_uri() {
+    local uri=""
+    if [[ -r /etc/apt/sources.list.d/debian.sources ]]; then
+        # First URIs: line of a stanza that is not the security archive.
+        uri="$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' \
+            /etc/apt/sources.list.d/debian.sources)"
+    fi
+    if [[ -z "$uri" && -r /etc/apt/sources.list ]]; then
+        uri="$(awk '/^deb(-src)?[ \t]/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\//) { if ($i !~ /security/) { print $i; exit } } }' \
+            /etc/apt/sources.list)"
+    fi
+    [[ -n "$uri" ]] || die "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list (set CPYTHON_SRC to a CPython $CPYTHON_VERSION tarball or tree instead)"
+    printf '%s\n' "$uri"
+}
+
+# ---------------------------------------------------------------------------
+# CPython variants: release (patched), debug (patched, --with-pydebug) and
+# pristine (no patches).
+
+# select_variant NAME: sets VARIANT, VAR_SRC, VAR_OBJ, VAR_PREFIX, VAR_VENV,
+# VAR_PATCHED (1/0) and VAR_CONFIG_OPTS (array).
+select_variant() {
+    VARIANT="$1"
+    case "$VARIANT" in
+        release)
+            VAR_SRC="$SRC_DIR/cpython-patched"
+            VAR_OBJ="$OBJ_DIR/cpython"
+            VAR_PREFIX="$BUILD_DIR/cpython"
+            VAR_VENV="$BUILD_DIR/venv"
+            VAR_PATCHED=1
+            ;;
+        debug)
+            VAR_SRC="$SRC_DIR/cpython-patched"
+            VAR_OBJ="$OBJ_DIR/cpython-debug"
+            VAR_PREFIX="$BUILD_DIR/cpython-debug"
+            VAR_VENV="$BUILD_DIR/venv-debug"
+            VAR_PATCHED=1
+            ;;
+        pristine)
+            VAR_SRC="$SRC_DIR/cpython-pristine"
+            VAR_OBJ="$OBJ_DIR/cpython-pristine"
+            VAR_PREFIX="$BUILD_DIR/cpython-pristine"
+            VAR_VENV="$BUILD_DIR/venv-pristine"
+            VAR_PATCHED=0
+            ;;
+        *) die "unknown variant '$VARIANT'" ;;
+    esac
+    VAR_CONFIG_OPTS=(
+        "--prefix=$VAR_PREFIX"
+        --enable-shared
+        "LDFLAGS=-Wl,-rpath,$VAR_PREFIX/lib"
+    )
+    if [[ "$VARIANT" == debug ]]; then
+        VAR_CONFIG_OPTS+=(--with-pydebug)
+    fi
+    VAR_PY="$VAR_PREFIX/bin/python$PY_XY"
+}
+
+# series_entries: the patch file names listed in cpython-patches/series, in
+# order (comments and blank lines skipped; a quilt "-p1" option ignored).
+series_entries() {
+    [[ -f "$SERIES_FILE" ]] || return 0
+    sed -e 's/#.*//' -e 's/[[:space:]]\{1,\}-p[0-9]*//' -e 's/^[[:space:]]*//' \
+        -e 's/[[:space:]]*$//' "$SERIES_FILE" | grep -v '^$' || true
+}
+
+# source_identity: what identifies the unpatched source: the tarball's
+# sha256, or for a CPYTHON_SRC directory its git HEAD plus uncommitted
+# changes (or, outside git, its file list with sizes and times).
+source_identity() {
+    local src
+    src="$(cpython_source_path)"
+    if [[ -d "$src" ]]; then
+        if git -C "$src" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+            printf 'git %s %s\n' "$(git -C "$src" rev-parse HEAD)" \
+                "$( (git -C "$src" diff HEAD; git -C "$src" status --porcelain) | sha256sum | cut -d' ' -f1)"
+        else
+            printf 'dir %s\n' "$( (cd "$src" && find . -type f -printf '%P %s %T@\n' | LC_ALL=C sort) | sha256sum | cut -d' ' -f1)"
+        fi
+    elif [[ -f "$src" ]]; then
+        if [[ "$src" == "$DOWNLOAD_DIR/$CPYTHON_TARBALL" ]]; then
+            printf 'tarball %s\n' "$CPYTHON_SHA256"   # verified by fetch-cpython
+        else
+            printf 'tarball %s\n' "$(sha256_of "$src")"
+        fi
+    else
+        die "CPython source not found at $src (run scripts/fetch-cpython, or set CPYTHON_SRC)"
+    fi
+}
+
+# patch_set_hash: one hash over the source, the series file and every patch
+# it lists (with names, in order).  Changes whenever the patch set changes.
+patch_set_hash() {
+    {
+        source_identity
+        local p
+        while IFS= read -r p; do
+            printf 'patch %s\n' "$p"
+            if [[ -f "$PATCH_DIR/$p" ]]; then
+                sha256_of "$PATCH_DIR/$p"
+            else
+                printf 'MISSING\n'
+            fi
+        done < <(series_entries)
+    } | sha256sum | cut -d' ' -f1
+}
+
+# cpython_tarball: path of the verified tarball (after scripts/fetch-cpython),
+# or the CPYTHON_SRC directory.
+cpython_source_path() {
+    if [[ -n "${CPYTHON_SRC:-}" ]]; then
+        printf '%s\n' "$CPYTHON_SRC"
+    else
+        printf '%s\n' "$DOWNLOAD_DIR/$CPYTHON_TARBALL"
+    fi
+}
+
+# cargo_env: the environment cargo needs to find the patched interpreter.
+cargo_env() {
+    export PYO3_PYTHON="$CPYTHON_BIN"
+    # Tests that embed libpython find it through the rpath of the
+    # interpreter's build; LD_LIBRARY_PATH covers binaries cargo links.
+    export LD_LIBRARY_PATH="$CPYTHON_PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
