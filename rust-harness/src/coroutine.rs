@@ -1,0 +1,519 @@
+//! Rust futures as true CPython coroutines.
+//!
+//! [`NativeCoroutine::new`] wraps any `Future<Output = PyResult<Py<PyAny>>> +
+//! Send + 'static` in an object for which `type(c) is types.CoroutineType`:
+//! CPython's own coroutine type, whose frame is a *native frame* (made by
+//! `PyCoro_NewNative`) run by the harness's step function.  Everything
+//! Python sees (`send`/`throw`/`close`, `cr_frame`, `cr_await`, the
+//! never-awaited warning, "cannot reuse already awaited coroutine") is
+//! CPython's own machinery.
+//!
+//! # One step
+//!
+//! Each time CPython resumes the coroutine, the step function:
+//! 1. delivers what was sent in: the result (or exception) of the Python
+//!    awaitable a [`py_await`] asked for goes to that `PyAwait`; an
+//!    exception thrown while the future waited on a *Rust* waker (e.g.
+//!    `Task.cancel()` during a [`crate::sleep`], or `close()`) has nobody in
+//!    the future to receive it, so it propagates at once and the future is
+//!    dropped (its `Drop` runs), as PyO3's coroutines do;
+//! 2. polls the future (under `catch_unwind`), with "the current coroutine"
+//!    set in a thread-local so [`py_await`] can reach its slot;
+//! 3. maps the result: `Ready(Ok(v))` returns `v`; `Ready(Err(e))` raises
+//!    `e` (the same exception object: identity, `__context__` and
+//!    `__cause__` are kept); `Pending` with an awaitable requested awaits it
+//!    (`AWAIT`), otherwise suspends as [`crate::runtime`] describes.
+//!
+//! # Garbage collection
+//!
+//! Python objects captured by the future are invisible to the cyclic GC
+//! (Rust cannot enumerate them), so a cycle through them is never
+//! collected (a leak, not a crash).  Objects given to
+//! [`NativeCoroutine::builder`]`.hold(..)` are owned by the coroutine's
+//! state and visited by its `traverse`; the future reaches them with
+//! [`held`].
+//!
+//! # Lines
+//!
+//! The frame reports the line of the latest [`py_await`] call (a
+//! `#[track_caller]` location), or of the [`NativeCoroutine::new`] call
+//! before the first one, clamped by CPython to the range of the
+//! [`CoroutineDef`].
+//!
+//! ```
+//! use pyo3::prelude::*;
+//! use pycoro::{NativeCoroutine, coroutine_def, py_await};
+//!
+//! Python::attach(|py| {
+//!     let inner = py.eval(c"__import__('asyncio').sleep(0, 'inner')", None, None).unwrap();
+//!     let inner = inner.unbind();
+//!     let coro = NativeCoroutine::new(py, coroutine_def!("outer"), async move {
+//!         let v = py_await(inner).await?;
+//!         Ok(v)
+//!     })
+//!     .unwrap();
+//!     assert!(coro.get_type().is(&py.import("types").unwrap().getattr("CoroutineType").unwrap()));
+//!     // asyncio.sleep(0) yields None once, then returns its result.
+//!     assert!(coro.call_method1("send", (py.None(),)).unwrap().is_none());
+//!     let stop = coro.call_method1("send", (py.None(),)).unwrap_err();
+//!     assert!(stop.is_instance_of::<pyo3::exceptions::PyStopIteration>(py));
+//!     assert_eq!(stop.value(py).getattr("value").unwrap().to_string(), "inner");
+//! });
+//! ```
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
+
+use crate::ffi;
+use crate::raw::{self, NativeBody, Step, Visit};
+use crate::runtime::{self, Suspend};
+use crate::waker::WakeSignal;
+
+/// The boxed future a native coroutine runs.
+pub type BoxFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send + 'static>>;
+
+/// The static description of one native "def": what its code object says
+/// (file, name, lines) and the cached code object and function.  Make one
+/// per Rust function with [`coroutine_def!`](crate::coroutine_def).
+pub struct CoroutineDef {
+    module: &'static str,
+    name: &'static str,
+    qualname: &'static str,
+    file: &'static str,
+    manifest_dir: &'static str,
+    firstlineno: u32,
+    nlines: u32,
+    function: PyOnceLock<Py<PyAny>>,
+}
+
+impl CoroutineDef {
+    /// Describe a native def.  `module` (a `module_path!()`: its first
+    /// segment is used) names the Python module whose
+    /// `__dict__` gives the function its globals (looked up in
+    /// `sys.modules` when the function is first made; a fresh namespace
+    /// with that `__name__` if the module is not imported); `file` is
+    /// `file!()` and `manifest_dir` `env!("CARGO_MANIFEST_DIR")` of the
+    /// defining crate, joined into an absolute path so tracebacks can show
+    /// the Rust source line; the frame can report lines
+    /// `firstlineno..firstlineno + nlines`.
+    #[allow(clippy::too_many_arguments)]
+    pub const fn new(
+        module: &'static str,
+        name: &'static str,
+        qualname: &'static str,
+        file: &'static str,
+        manifest_dir: &'static str,
+        firstlineno: u32,
+        nlines: u32,
+    ) -> Self {
+        Self {
+            module,
+            name,
+            qualname,
+            file,
+            manifest_dir,
+            firstlineno,
+            nlines,
+            function: PyOnceLock::new(),
+        }
+    }
+
+    /// The `co_name` of the code object.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The absolute source path recorded as `co_filename`: `file!()` is
+    /// relative to the workspace root (or the package root), so try the
+    /// manifest directory and its ancestors.
+    pub fn filename(&self) -> String {
+        let file = Path::new(self.file);
+        if file.is_absolute() {
+            return self.file.to_owned();
+        }
+        Path::new(self.manifest_dir)
+            .ancestors()
+            .map(|dir| dir.join(file))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| Path::new(self.manifest_dir).join(file))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn globals<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let modules = py
+            .import("sys")?
+            .getattr("modules")?
+            .cast_into::<PyDict>()?;
+        // `module_path!()` -> the crate, i.e. the extension's Python name.
+        let name = self.module.split("::").next().unwrap_or(self.module);
+        if let Some(module) = modules.get_item(name)? {
+            if let Ok(dict) = module.getattr("__dict__")?.cast_into::<PyDict>() {
+                return Ok(dict);
+            }
+        }
+        let dict = PyDict::new(py);
+        dict.set_item("__name__", name)?;
+        dict.set_item("__builtins__", py.import("builtins")?)?;
+        Ok(dict)
+    }
+
+    /// The function over the native code object (made once, then cached
+    /// for the process; sub-interpreters are not supported).
+    pub fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.function
+            .get_or_try_init(py, || {
+                let code = raw::new_coroutine_code(
+                    py,
+                    &self.filename(),
+                    self.name,
+                    self.qualname,
+                    self.firstlineno,
+                    self.nlines,
+                )?;
+                raw::new_function(&code, &self.globals(py)?).map(Bound::unbind)
+            })
+            .map(|f| f.bind(py).clone())
+    }
+}
+
+/// Make a `&'static` [`CoroutineDef`] for the enclosing Rust function:
+/// `coroutine_def!("name")` or `coroutine_def!("name", nlines = 40)`.  The
+/// Python module is the first segment of `module_path!()` (the crate name,
+/// which for an extension module is its Python name); the first line is the
+/// line of the macro call, so write it on the first line of the function's
+/// body.
+#[macro_export]
+macro_rules! coroutine_def {
+    ($name:literal) => {
+        $crate::coroutine_def!($name, nlines = 64)
+    };
+    ($name:literal, nlines = $nlines:expr) => {{
+        static DEF: $crate::CoroutineDef = $crate::CoroutineDef::new(
+            module_path!(),
+            $name,
+            $name,
+            file!(),
+            env!("CARGO_MANIFEST_DIR"),
+            line!(),
+            $nlines,
+        );
+        &DEF
+    }};
+}
+
+/// Per-coroutine slot between the step function and the [`PyAwait`]
+/// futures polled inside it.
+#[derive(Default)]
+struct Io {
+    next_id: u64,
+    /// Asked for during this poll: (PyAwait id, awaitable).
+    request: Option<(u64, Py<PyAny>)>,
+    /// The PyAwait whose awaitable CPython is driving.
+    waiting: Option<u64>,
+    /// Delivered to that PyAwait at the next poll.
+    reply: Option<(u64, PyResult<Py<PyAny>>)>,
+    /// Line to report, from the latest `py_await` call.
+    line: Option<u32>,
+    /// Objects owned by the coroutine (visited by the GC).
+    held: Vec<Py<PyAny>>,
+}
+
+type SharedIo = Arc<Mutex<Io>>;
+
+fn lock(io: &SharedIo) -> MutexGuard<'_, Io> {
+    io.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+thread_local! {
+    /// The coroutine whose future is being polled on this thread.
+    static CURRENT: RefCell<Option<SharedIo>> = const { RefCell::new(None) };
+}
+
+/// Sets [`CURRENT`] for the duration of a poll and restores the previous
+/// value (a poll may run Python code that steps another native coroutine).
+struct CurrentGuard(Option<SharedIo>);
+
+impl CurrentGuard {
+    fn enter(io: &SharedIo) -> Self {
+        CurrentGuard(CURRENT.with(|c| c.replace(Some(io.clone()))))
+    }
+}
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+fn with_current<R>(f: impl FnOnce(Option<&mut Io>) -> R) -> R {
+    let io = CURRENT.with(|c| c.borrow().clone());
+    match io {
+        Some(io) => f(Some(&mut lock(&io))),
+        None => f(None),
+    }
+}
+
+/// The body stored in the coroutine's native state.
+struct Body {
+    future: BoxFuture,
+    signal: Arc<WakeSignal>,
+    waker: Waker,
+    io: SharedIo,
+}
+
+static FRAME_DEF: ffi::PyNativeFrameDef = raw::frame_def::<Body>();
+
+impl Body {
+    fn suspend(&mut self, py: Python<'_>) -> Step {
+        let request = {
+            let mut io = lock(&self.io);
+            // A reply nobody took: an exception in it was not handled by
+            // the body, so it propagates; a value is kept for its PyAwait
+            // (or overwritten by the next reply if that was dropped).
+            match io.reply.take() {
+                Some((_, Err(e))) => return Step::Error(e),
+                other => io.reply = other,
+            }
+            io.request.take().map(|(id, obj)| {
+                io.waiting = Some(id);
+                obj
+            })
+        };
+        if let Some(obj) = request {
+            return Step::Await(obj);
+        }
+        match runtime::suspend(py, &self.signal) {
+            Ok(Suspend::BareYield) => Step::Yield(py.None()),
+            Ok(Suspend::Await(fut)) => Step::Await(fut),
+            Err(e) => Step::Error(e),
+        }
+    }
+}
+
+impl NativeBody for Body {
+    fn step(&mut self, py: Python<'_>, coro: &Bound<'_, PyAny>, sent: PyResult<Py<PyAny>>) -> Step {
+        {
+            let mut io = lock(&self.io);
+            match (io.waiting.take(), sent) {
+                (Some(id), sent) => io.reply = Some((id, sent)),
+                // Resumed after a bare yield or a wake-up future: the value
+                // carries no information (as after `await asyncio.sleep(0)`).
+                (None, Ok(_)) => {}
+                // Thrown in while the future waits on a Rust waker: nobody
+                // can receive it; it propagates and `clear` drops the future.
+                (None, Err(e)) => return Step::Error(e),
+            }
+        }
+        // Drop a stale hook (its asyncio future) now, with the GIL held.
+        drop(self.signal.reset());
+
+        let poll = {
+            let _current = CurrentGuard::enter(&self.io);
+            let mut cx = Context::from_waker(&self.waker);
+            catch_unwind(AssertUnwindSafe(|| self.future.as_mut().poll(&mut cx)))
+        };
+        if let Some(line) = lock(&self.io).line.take() {
+            // Best effort: a line outside the def's range is clamped by
+            // CPython, an error here is not the body's.
+            if let Err(e) = raw::set_native_line(coro, line) {
+                drop(e);
+            }
+        }
+        match poll {
+            Err(payload) => Step::Error(crate::panic::panic_to_pyerr(py, payload)),
+            Ok(Poll::Ready(Ok(v))) => Step::Return(v),
+            Ok(Poll::Ready(Err(e))) => Step::Error(e),
+            Ok(Poll::Pending) => self.suspend(py),
+        }
+    }
+
+    fn traverse(&self, visit: &Visit<'_>) -> Result<(), std::ffi::c_int> {
+        // The GC runs with the GIL held, never during a poll of this body
+        // (a poll that triggers a collection holds the lock only briefly,
+        // never across Python calls), so the lock is free.
+        if let Ok(io) = self.io.try_lock() {
+            for obj in &io.held {
+                visit.call(obj)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        // Runs in `clear`, GIL held.  Release the Python objects the waker
+        // and the slot own now: a waker clone may outlive the coroutine in
+        // another thread.  The future itself is dropped with the fields.
+        drop(self.signal.reset());
+        drop(std::mem::take(&mut *lock(&self.io)));
+    }
+}
+
+/// Builder for a native coroutine that owns Python objects visible to the
+/// GC (see the module docs).
+#[must_use]
+pub struct Builder {
+    def: &'static CoroutineDef,
+    held: Vec<Py<PyAny>>,
+    location: &'static Location<'static>,
+}
+
+impl Builder {
+    /// Keep `obj` in the coroutine's state (visited by `traverse`, released
+    /// by `clear`); the future reads it back with [`held`].
+    pub fn hold(mut self, obj: Py<PyAny>) -> Self {
+        self.held.push(obj);
+        self
+    }
+
+    /// Create the coroutine running `future`.
+    pub fn build<'py, F>(self, py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
+    {
+        let func = self.def.function(py)?;
+        let signal = Arc::new(WakeSignal::default());
+        let io = Arc::new(Mutex::new(Io {
+            held: self.held,
+            line: Some(self.location.line()),
+            ..Io::default()
+        }));
+        let body = Body {
+            future: Box::pin(future),
+            waker: Waker::from(signal.clone()),
+            signal,
+            io,
+        };
+        raw::new_native_coroutine(&func, &FRAME_DEF, body)
+    }
+}
+
+/// Namespace of the constructors of native coroutines.
+pub struct NativeCoroutine;
+
+impl NativeCoroutine {
+    /// A true coroutine (`types.CoroutineType`) that runs `future` when
+    /// awaited: its result is the coroutine's return value, its error the
+    /// exception it raises.
+    #[track_caller]
+    #[allow(clippy::new_ret_no_self)] // a Python object, not a Rust value
+    pub fn new<'py, F>(
+        py: Python<'py>,
+        def: &'static CoroutineDef,
+        future: F,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
+    {
+        Self::builder(def).build(py, future)
+    }
+
+    /// A [`Builder`], to give the coroutine objects to hold.
+    #[track_caller]
+    pub fn builder(def: &'static CoroutineDef) -> Builder {
+        Builder {
+            def,
+            held: Vec::new(),
+            location: Location::caller(),
+        }
+    }
+}
+
+/// The `index`-th object given to [`Builder::hold`] of the coroutine being
+/// polled (a new reference), or `None` outside a native coroutine.
+pub fn held(py: Python<'_>, index: usize) -> Option<Py<PyAny>> {
+    with_current(|io| io.and_then(|io| io.held.get(index).map(|o| o.clone_ref(py))))
+}
+
+/// Await a Python awaitable from Rust: `py_await(obj).await` makes the
+/// native coroutine `await obj` exactly as an `await` expression would
+/// (CPython drives `obj`: `cr_await`, `throw`/`close` forwarding), and
+/// resolves to its result or its exception.
+///
+/// Only inside a native coroutine's future, and one at a time (polling two
+/// `PyAwait`s in the same step, e.g. in a `join`, makes the second fail
+/// with `RuntimeError`; use `asyncio.gather` for concurrency).
+#[track_caller]
+pub fn py_await(awaitable: Py<PyAny>) -> PyAwait {
+    PyAwait {
+        state: AwaitState::Start(awaitable),
+        location: Location::caller(),
+    }
+}
+
+enum AwaitState {
+    Start(Py<PyAny>),
+    Waiting(u64),
+    Done,
+}
+
+/// The future returned by [`py_await`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct PyAwait {
+    state: AwaitState,
+    location: &'static Location<'static>,
+}
+
+impl Future for PyAwait {
+    type Output = PyResult<Py<PyAny>>;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let location = self.location;
+        let state = std::mem::replace(&mut self.state, AwaitState::Done);
+        let (next, out) = with_current(|io| {
+            let Some(io) = io else {
+                return (
+                    AwaitState::Done,
+                    Poll::Ready(Err(PyRuntimeError::new_err(
+                        "py_await() polled outside a native coroutine step",
+                    ))),
+                );
+            };
+            match state {
+                AwaitState::Start(obj) => {
+                    if io.request.is_some() {
+                        return (
+                            AwaitState::Done,
+                            Poll::Ready(Err(PyRuntimeError::new_err(
+                                "a native coroutine can await only one Python awaitable at a time",
+                            ))),
+                        );
+                    }
+                    let id = io.next_id;
+                    io.next_id += 1;
+                    io.request = Some((id, obj));
+                    io.line = Some(location.line());
+                    (AwaitState::Waiting(id), Poll::Pending)
+                }
+                AwaitState::Waiting(id) => match io.reply.take() {
+                    Some((rid, result)) if rid == id => (AwaitState::Done, Poll::Ready(result)),
+                    other => {
+                        io.reply = other;
+                        (AwaitState::Waiting(id), Poll::Pending)
+                    }
+                },
+                AwaitState::Done => (
+                    AwaitState::Done,
+                    Poll::Ready(Err(PyRuntimeError::new_err(
+                        "PyAwait polled after completion",
+                    ))),
+                ),
+            }
+        });
+        self.state = next;
+        out
+    }
+}

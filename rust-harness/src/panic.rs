@@ -1,0 +1,96 @@
+//! Panics never cross into C: every callback CPython makes into the harness
+//! (`step`, `traverse`, `clear`) and every poll of a Rust future runs under
+//! [`std::panic::catch_unwind`], and a caught panic becomes a Python
+//! `PanicException`.
+//!
+//! `PanicException` derives from `BaseException` (like PyO3's
+//! `pyo3_runtime.PanicException`), so `except Exception:` does not swallow
+//! a bug.  There is ONE such type per interpreter, shared by every extension
+//! built on the harness, whatever copy of the harness each one links: it
+//! lives in `sys.modules["pycoro_runtime"]`, created there by whichever
+//! extension needs it first.
+//!
+//! ```
+//! use pyo3::prelude::*;
+//! Python::attach(|py| {
+//!     let ty = pycoro::panic::panic_exception_type(py).unwrap();
+//!     let again = py.import("pycoro_runtime").unwrap().getattr("PanicException").unwrap();
+//!     assert!(ty.is(&again));
+//!     let err = pycoro::panic::panic_to_pyerr(py, Box::new("boom"));
+//!     assert!(err.is_instance(py, ty.as_any()));
+//!     assert_eq!(err.value(py).to_string(), "boom");
+//! });
+//! ```
+
+use std::any::Any;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyModule, PyType};
+
+/// Name of the module that holds the shared exception type.
+pub const RUNTIME_MODULE: &str = "pycoro_runtime";
+
+static PANIC_EXCEPTION: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn find_or_create(py: Python<'_>) -> PyResult<Py<PyType>> {
+    let modules = py
+        .import("sys")?
+        .getattr("modules")?
+        .cast_into::<PyDict>()?;
+    let module = match modules.get_item(RUNTIME_MODULE)? {
+        Some(m) => m,
+        None => {
+            let m = PyModule::new(py, RUNTIME_MODULE)?;
+            m.setattr(
+                "__doc__",
+                "Objects shared by every extension built on the pycoro harness.",
+            )?;
+            modules.set_item(RUNTIME_MODULE, &m)?;
+            m.into_any()
+        }
+    };
+    if let Ok(ty) = module.getattr("PanicException") {
+        return Ok(ty.cast_into::<PyType>()?.unbind());
+    }
+    let base = py.get_type::<pyo3::exceptions::PyBaseException>();
+    let ty = PyErr::new_type(
+        py,
+        c"pycoro_runtime.PanicException",
+        Some(c"A Rust panic inside a native coroutine (pycoro harness)."),
+        Some(&base),
+        None,
+    )?;
+    module.setattr("PanicException", &ty)?;
+    Ok(ty)
+}
+
+/// The shared `pycoro_runtime.PanicException` type (looked up, or created
+/// and registered, on first use).
+pub fn panic_exception_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    PANIC_EXCEPTION
+        .get_or_try_init(py, || find_or_create(py))
+        .map(|t| t.bind(py).clone())
+}
+
+/// The message carried by a panic payload (`panic!` with a literal or a
+/// format string gives `&str` or `String`).
+pub fn payload_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Rust panic with a non-string payload".to_owned()
+    }
+}
+
+/// Turn a caught panic into a `PanicException` carrying its message.
+pub fn panic_to_pyerr(py: Python<'_>, payload: Box<dyn Any + Send>) -> PyErr {
+    let msg = payload_message(payload.as_ref());
+    match panic_exception_type(py) {
+        Ok(ty) => PyErr::from_type(ty, (msg,)),
+        // Cannot even make the type (e.g. sys.modules is gone): say so.
+        Err(e) => e,
+    }
+}

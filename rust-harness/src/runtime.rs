@@ -1,0 +1,237 @@
+//! How a native coroutine suspends in whatever drives it, and small futures
+//! built on that ([`yield_now`], [`sleep`]).
+//!
+//! # Suspending when the Rust future is `Pending`
+//!
+//! The C API knows no event loop: a step can only YIELD a value or AWAIT an
+//! awaitable.  When a poll returns `Pending` without asking to await a
+//! Python object (see [`crate::coroutine::py_await`]), the harness picks:
+//!
+//! 1. **Already woken** (the waker fired during the poll, e.g.
+//!    [`yield_now`], or a fast thread): `YIELD None`, a *bare yield*.  An
+//!    asyncio `Task` reschedules a coroutine that yields `None` at once
+//!    (`call_soon(__step)`), a bare `send(None)` loop simply sends again, so
+//!    the coroutine is polled again on the next loop iteration.  This is
+//!    exactly what `await asyncio.sleep(0)` does.
+//! 2. **An asyncio loop is running in this thread**
+//!    (`asyncio.events._get_running_loop()`; asyncio is never imported by
+//!    the harness: if `sys.modules` has no `asyncio`, no loop can run):
+//!    create `fut = loop.create_future()`, arm the waker to run
+//!    `loop.call_soon_threadsafe(_wake, fut)` (where `_wake` sets the result
+//!    unless the future is already done or cancelled) from whatever thread
+//!    wakes it, and `AWAIT fut`.  The Task then sleeps until the Rust side
+//!    wakes it, and `Task.cancel()` reaches the coroutine as a
+//!    `CancelledError` thrown at this await (see [`crate::coroutine`]).
+//! 3. **Nothing runs** (a bare `send(None)` loop, or a runtime the harness
+//!    does not know): `YIELD None` and poll again on the next `send`.  A bare
+//!    loop therefore busy-polls; that is the price of needing no runtime.
+//!    Under trio, which rejects bare yields, case 2 is the place to add
+//!    `trio.lowlevel.wait_task_rescheduled` with a `reschedule` hook; the
+//!    [`crate::waker::WakeSignal`] hook takes any closure, so adding a
+//!    runtime is one more branch here, nothing in the C patch.
+//!
+//! ## Measured trade-offs
+//!
+//! On the 2-core build machine (release build, CPython 3.13.5 patched,
+//! `bench/` numbers from `tests/test_harness_bench.py`, see the report in
+//! the project's docs when present): a bare yield under asyncio costs one
+//! `call_soon` + one Task step, the same as `await asyncio.sleep(0)` in
+//! Python; waiting on a future costs in addition one `create_future`, one
+//! `call_soon_threadsafe` (which writes to the loop's self-pipe to wake the
+//! selector) and one done-callback, roughly 2-3x a bare yield per wake-up.
+//! The future is the right choice when the wake-up comes later (no busy
+//! polling, the loop can sleep in `select`), the bare yield when it already
+//! happened.
+//!
+//! ```
+//! use pyo3::prelude::*;
+//! use pycoro::{NativeCoroutine, coroutine_def};
+//!
+//! Python::attach(|py| {
+//!     let coro = NativeCoroutine::new(py, coroutine_def!("three"), async {
+//!         for _ in 0..3 {
+//!             pycoro::yield_now().await;
+//!         }
+//!         Ok(Python::attach(|py| py.None()))
+//!     })
+//!     .unwrap();
+//!     // A bare send loop: three bare yields, then StopIteration.
+//!     let mut yields = 0;
+//!     while coro.call_method1("send", (py.None(),)).is_ok() {
+//!         yields += 1;
+//!     }
+//!     assert_eq!(yields, 3);
+//! });
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
+
+use crate::waker::WakeSignal;
+
+/// How the coroutine suspends after a `Pending` poll.
+pub(crate) enum Suspend {
+    /// `YIELD None`: poll again on the next resumption.
+    BareYield,
+    /// `AWAIT` this awaitable, which completes when the waker fires.
+    Await(Py<PyAny>),
+}
+
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static WAKE_CALLBACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Complete an asyncio future unless it is done (or cancelled) already.
+#[pyfunction]
+#[pyo3(name = "_pycoro_wake")]
+fn wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !fut.call_method0("done")?.is_truthy()? {
+        fut.call_method1("set_result", (fut.py().None(),))?;
+    }
+    Ok(())
+}
+
+/// `asyncio.events._get_running_loop()`, or `None` if asyncio was never
+/// imported (then no asyncio loop can be running).
+fn running_asyncio_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
+    let get = match GET_RUNNING_LOOP.get(py) {
+        Some(f) => f.bind(py).clone(),
+        None => {
+            let modules = py
+                .import("sys")?
+                .getattr("modules")?
+                .cast_into::<PyDict>()?;
+            if modules.get_item("asyncio")?.is_none() {
+                return Ok(None);
+            }
+            let f = py.import("asyncio.events")?.getattr("_get_running_loop")?;
+            GET_RUNNING_LOOP.get_or_init(py, || f.clone().unbind());
+            f
+        }
+    };
+    let event_loop = get.call0()?;
+    Ok((!event_loop.is_none()).then_some(event_loop))
+}
+
+/// Decide how to suspend (see the module docs); arms `signal` when the
+/// coroutine will wait for its waker.
+pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Suspend> {
+    if signal.take_woken() {
+        return Ok(Suspend::BareYield);
+    }
+    let Some(event_loop) = running_asyncio_loop(py)? else {
+        return Ok(Suspend::BareYield);
+    };
+    let fut = event_loop.call_method0("create_future")?;
+    let callback = WAKE_CALLBACK
+        .get_or_try_init(py, || {
+            wrap_pyfunction!(wake_future, py).map(|f| f.into_any().unbind())
+        })?
+        .clone_ref(py);
+    let hook_loop = event_loop.unbind();
+    let hook_fut = fut.clone().unbind();
+    let hook = Box::new(move || {
+        // Off the loop's thread, or after the loop closed, or during
+        // interpreter shutdown: nothing to report to, so errors are dropped
+        // (a closed loop has nobody left to wake).
+        let _ = Python::try_attach(|py| {
+            let _ = hook_loop.call_method1(py, "call_soon_threadsafe", (callback, hook_fut));
+        });
+    });
+    match signal.arm(hook) {
+        Ok(()) => Ok(Suspend::Await(fut.unbind())),
+        // Woken between the poll and now: do not wait.
+        Err(_hook) => Ok(Suspend::BareYield),
+    }
+}
+
+/// A future that is `Pending` exactly once, waking itself first: the
+/// coroutine suspends with a bare yield, like `await asyncio.sleep(0)`.
+pub fn yield_now() -> YieldNow {
+    YieldNow { yielded: false }
+}
+
+/// The future returned by [`yield_now`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct YieldNow {
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[derive(Default)]
+struct SleepShared {
+    done: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// A timer that a dedicated Rust thread completes after `duration`: the
+/// coroutine is woken from a thread that is not the event loop's.  Meant for
+/// tests and demonstrations (one thread per sleep), not as a timer wheel.
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep {
+        duration,
+        shared: Arc::new(SleepShared::default()),
+        started: false,
+    }
+}
+
+/// The future returned by [`sleep`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    duration: Duration,
+    shared: Arc<SleepShared>,
+    started: bool,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        if self.shared.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if !self.started {
+            self.started = true;
+            let shared = self.shared.clone();
+            let duration = self.duration;
+            std::thread::Builder::new()
+                .name("pycoro-sleep".into())
+                .spawn(move || {
+                    std::thread::sleep(duration);
+                    shared.done.store(true, Ordering::Release);
+                    let waker = shared
+                        .waker
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                })
+                .expect("cannot spawn the sleep thread");
+        }
+        Poll::Pending
+    }
+}
