@@ -1,0 +1,36 @@
+# A clean Debian trixie machine that builds everything and runs every test:
+#
+#   scripts/docker-build                 # docker, or buildah where no engine runs
+#   docker build -t pycoro .             # the same with plain docker
+#
+# BASE can point at any Debian trixie image, e.g. one made locally by
+# `scripts/docker-build --make-local-base` where no registry is reachable.
+ARG BASE=debian:trixie-slim
+FROM ${BASE}
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    LANG=C.UTF-8
+
+# Build dependencies of CPython (every optional module), of the Rust harness
+# (Debian's cargo/rustc 1.85 meet pyo3-ffi 0.30's MSRV; bindgen needs
+# libclang) and of the scripts.  scripts/build-cpython would install missing
+# ones itself; listing them here keeps them in one cached layer.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+        build-essential pkg-config xz-utils rsync git ca-certificates curl \
+        libffi-dev libssl-dev zlib1g-dev libbz2-dev liblzma-dev \
+        libsqlite3-dev libreadline-dev libncurses-dev uuid-dev libgdbm-dev \
+        libgdbm-compat-dev tk-dev \
+        cargo rustc rustfmt rust-clippy libclang-dev \
+        debian-archive-keyring \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src/pycoro
+COPY . .
+
+# scripts/fetch-cpython downloads Debian's python3.13 source package with
+# apt, using this image's own mirror configuration.
+RUN scripts/setup
+RUN scripts/test
+
+CMD ["scripts/test"]
