@@ -85,18 +85,20 @@ fn main() {
         .write_to_file(&out)
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
 
-    // Integration tests embed the interpreter, so they link libpython even
-    // when the probe's `extension-module` feature is unified into pyo3-ffi
-    // (`cargo test --workspace`).  Harmless duplicates otherwise.
+    // The crate's own tests (unit, integration) embed the interpreter, so
+    // they link libpython even when the probe's `extension-module` feature
+    // is unified into pyo3-ffi (`cargo test --workspace`).  `rustc-link-arg`
+    // reaches only this package's linked targets (it has no cdylib), never
+    // the probe; duplicates of pyo3-ffi's own flags are harmless.
     let libdir = ask(
         &python,
         "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))",
     );
-    let ldlib = ask(
+    let ldversion = ask(
         &python,
         "import sysconfig; print(sysconfig.get_config_var('LDVERSION'))",
     );
-    println!("cargo:rustc-link-arg-tests=-L{libdir}");
-    println!("cargo:rustc-link-arg-tests=-Wl,-rpath,{libdir}");
-    println!("cargo:rustc-link-arg-tests=-lpython{ldlib}");
+    println!("cargo:rustc-link-arg=-L{libdir}");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{libdir}");
+    println!("cargo:rustc-link-arg=-lpython{ldversion}");
 }
