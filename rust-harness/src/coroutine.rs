@@ -20,9 +20,13 @@
 //! 2. polls the future (under `catch_unwind`), with "the current coroutine"
 //!    set in a thread-local so [`py_await`] can reach its slot;
 //! 3. maps the result: `Ready(Ok(v))` returns `v`; `Ready(Err(e))` raises
-//!    `e` (the same exception object: identity, `__context__` and
-//!    `__cause__` are kept); `Pending` with an awaitable requested awaits it
-//!    (`AWAIT`), otherwise suspends as [`crate::runtime`] describes.
+//!    `e`, the same exception object (identity and `__cause__` kept).  An
+//!    exception that came into this step (thrown in, or raised by the
+//!    awaited object) and comes back out propagates unchanged, as through
+//!    an `await`; any other is raised as `raise e` would, so it gets the
+//!    exception being handled as its `__context__`, as in `async def`.
+//!    `Pending` with an awaitable requested awaits it (`AWAIT`), otherwise
+//!    the coroutine suspends as [`crate::runtime`] describes.
 //!
 //! # Garbage collection
 //!
@@ -159,6 +163,14 @@ impl CoroutineDef {
         let name = self.module.split("::").next().unwrap_or(self.module);
         if let Some(module) = modules.get_item(name)? {
             if let Ok(dict) = module.getattr("__dict__")?.cast_into::<PyDict>() {
+                // An extension module's namespace has no `__builtins__`
+                // (Python modules get one when code first runs in them), but
+                // C code running under our frame may look it up in the
+                // frame's globals: `PyImport_Import` raises KeyError without
+                // it.
+                if !dict.contains("__builtins__")? {
+                    dict.set_item("__builtins__", py.import("builtins")?)?;
+                }
                 return Ok(dict);
             }
         }
@@ -297,17 +309,24 @@ impl Body {
         match runtime::suspend(py, &self.signal) {
             Ok(Suspend::BareYield) => Step::Yield(py.None()),
             Ok(Suspend::Await(fut)) => Step::Await(fut),
-            Err(e) => Step::Error(e),
+            Err(e) => Step::Raise(e),
         }
     }
 }
 
 impl NativeBody for Body {
     fn step(&mut self, py: Python<'_>, coro: &Bound<'_, PyAny>, sent: PyResult<Py<PyAny>>) -> Step {
+        // The exception that came in, to tell propagation from a new raise.
+        let mut delivered: Option<Py<PyAny>> = None;
         {
             let mut io = lock(&self.io);
             match (io.waiting.take(), sent) {
-                (Some(id), sent) => io.reply = Some((id, sent)),
+                (Some(id), sent) => {
+                    if let Err(e) = &sent {
+                        delivered = Some(e.value(py).clone().into_any().unbind());
+                    }
+                    io.reply = Some((id, sent));
+                }
                 // Resumed after a bare yield or a wake-up future: the value
                 // carries no information (as after `await asyncio.sleep(0)`).
                 (None, Ok(_)) => {}
@@ -332,9 +351,15 @@ impl NativeBody for Body {
             }
         }
         match poll {
-            Err(payload) => Step::Error(crate::panic::panic_to_pyerr(py, payload)),
+            Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
             Ok(Poll::Ready(Ok(v))) => Step::Return(v),
-            Ok(Poll::Ready(Err(e))) => Step::Error(e),
+            // Passed through (`py_await(..).await?`): unchanged, as an
+            // exception propagates through an `await` in Python.
+            Ok(Poll::Ready(Err(e))) if delivered.is_some_and(|d| e.value(py).is(&d)) => {
+                Step::Error(e)
+            }
+            // Made or re-raised by the body: `raise e`.
+            Ok(Poll::Ready(Err(e))) => Step::Raise(e),
             Ok(Poll::Pending) => self.suspend(py),
         }
     }

@@ -30,7 +30,11 @@ pub enum Step {
     /// Await this awaitable as an `await` expression would, then step again
     /// with its result or its exception.
     Await(Py<PyAny>),
-    /// The body raised this exception.
+    /// Raise this exception as `raise exc` does in Python: it is chained
+    /// to the exception being handled, if any (`__context__`).
+    Raise(PyErr),
+    /// Let this exception, which came into the body (thrown in, or raised
+    /// by an awaited object), propagate unchanged.
     Error(PyErr),
 }
 
@@ -244,10 +248,10 @@ fn step_inner<B: NativeBody>(
         let body = unsafe { slot.body.assume_init_mut() };
         match catch_unwind(AssertUnwindSafe(|| body.step(py, coro, sent))) {
             Ok(step) => step,
-            Err(payload) => Step::Error(crate::panic::panic_to_pyerr(py, payload)),
+            Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
         }
     } else {
-        Step::Error(PySystemError::new_err("native coroutine has no body"))
+        Step::Raise(PySystemError::new_err("native coroutine has no body"))
     };
     match step {
         Step::Return(v) => {
@@ -262,11 +266,26 @@ fn step_inner<B: NativeBody>(
             *result = v.into_ptr();
             ffi::PyNativeStep::PyNative_AWAIT
         }
+        Step::Raise(e) => {
+            raise(py, e);
+            ffi::PyNativeStep::PyNative_ERROR
+        }
         Step::Error(e) => {
             e.restore(py);
             ffi::PyNativeStep::PyNative_ERROR
         }
     }
+}
+
+/// `raise exc`: `PyErr_SetObject` does the implicit chaining (and keeps
+/// the exception's traceback), where `PyErr_SetRaisedException` (pyo3's
+/// `restore`) would not.
+fn raise(py: Python<'_>, err: PyErr) {
+    let value = err.into_value(py);
+    let ty = value.bind(py).get_type();
+    // SAFETY: GIL held; `ty` is the (exception) type of `value`, both live
+    // for the call; PyErr_SetObject takes its own references.
+    unsafe { ffi::PyErr_SetObject(ty.as_ptr(), value.as_ptr()) }
 }
 
 unsafe extern "C" fn step_trampoline<B: NativeBody>(

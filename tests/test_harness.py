@@ -1,0 +1,701 @@
+"""Differential tests of the Rust harness, seen from Python.
+
+Every scenario is written twice, once with a native coroutine from the
+``pycoro_harness`` probe extension and once as the ``async def`` twin that
+its doc comment gives, driven the same way (``asyncio.run`` or a bare
+``send(None)`` loop), and the two outcomes (result, exception type and
+message, ``__context__``, yields, states, warnings) must be equal.
+"""
+
+import asyncio
+import gc
+import inspect
+import sys
+import traceback
+import types
+import warnings
+import weakref
+
+import pytest
+
+import pycoro_harness as h
+
+CO_NATIVE = 0x4000000
+
+
+# --- async def twins of the probe's functions ---------------------------
+
+async def py_ready(value):
+    return value
+
+
+async def py_fail(exc):
+    raise exc
+
+
+async def py_yield_now(n):
+    for _ in range(n):
+        await asyncio.sleep(0)
+    return n
+
+
+async def py_sleep(seconds, result=None):
+    return await asyncio.sleep(seconds, result)
+
+
+async def py_await_(aw):
+    return await aw
+
+
+async def py_await_all(*aws):
+    return [await aw for aw in aws]
+
+
+async def py_catch(aw, exc_type):
+    try:
+        return await aw
+    except exc_type as e:
+        return e
+
+
+async def py_hold(obj):
+    await asyncio.sleep(0)
+    return obj
+
+
+TWINS = {
+    h.ready: py_ready,
+    h.fail: py_fail,
+    h.yield_now: py_yield_now,
+    h.sleep: py_sleep,
+    h.await_: py_await_,
+    h.await_all: py_await_all,
+    h.catch: py_catch,
+    h.hold: py_hold,
+}
+
+
+# --- drivers --------------------------------------------------------------
+
+def describe_exc(e):
+    """What must agree between the two versions of an exception."""
+    ctx = e.__context__
+    cause = e.__cause__
+    return (
+        type(e),
+        str(e),
+        e.args,
+        None if ctx is None else (type(ctx), str(ctx)),
+        None if cause is None else (type(cause), str(cause)),
+    )
+
+
+def send_loop(coro, limit=10_000):
+    """Drive with bare send(None): (yielded values, outcome)."""
+    yielded = []
+    for _ in range(limit):
+        try:
+            yielded.append(coro.send(None))
+        except StopIteration as e:
+            return yielded, ("return", e.value)
+        except BaseException as e:
+            return yielded, ("raise", describe_exc(e))
+    raise AssertionError(f"{coro!r} did not finish in {limit} sends")
+
+
+def run_asyncio(make):
+    """asyncio.run(make()): outcome."""
+    try:
+        return ("return", asyncio.run(make()))
+    except BaseException as e:
+        return ("raise", describe_exc(e))
+
+
+def both(native_fn, *args):
+    """(native coroutine, async def twin coroutine) for the same call."""
+    return native_fn(*args), TWINS[native_fn](*args)
+
+
+@types.coroutine
+def suspend_once(value="suspended"):
+    """A minimal awaitable: yields once, returns what was sent."""
+    sent = yield value
+    return ("sent", sent)
+
+
+async def raise_in_except():
+    try:
+        raise KeyError("inner")
+    except KeyError:
+        raise ValueError("outer")
+
+
+# --- identity ---------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda: h.ready(1),
+    lambda: h.fail(ValueError()),
+    lambda: h.yield_now(1),
+    lambda: h.sleep(0),
+    lambda: h.await_(suspend_once()),
+    lambda: h.await_all(),
+    lambda: h.catch(suspend_once(), Exception),
+    lambda: h.hold(object()),
+])
+def test_is_a_true_coroutine(make):
+    c = make()
+    try:
+        assert type(c) is types.CoroutineType
+        assert inspect.iscoroutine(c)
+        assert inspect.isawaitable(c)
+        assert isinstance(c, __import__("collections.abc").abc.Coroutine)
+        assert c.cr_code.co_flags & inspect.CO_COROUTINE
+        assert c.cr_code.co_flags & CO_NATIVE
+        assert c.cr_frame is not None and c.cr_frame.f_code is c.cr_code
+        assert c.cr_code.co_filename.endswith("rust-harness/probe/src/lib.rs")
+        assert c.__name__ == c.cr_code.co_name
+        assert c.cr_frame.f_globals is h.__dict__
+        assert not c.cr_running
+        assert inspect.getcoroutinestate(c) == "CORO_CREATED"
+    finally:
+        c.close()
+
+
+def test_code_object_points_at_the_rust_source():
+    c = h.ready(1)
+    c.close()
+    code = c.cr_code
+    with open(code.co_filename) as f:
+        lines = f.read().splitlines()
+    assert 'coroutine_def!("ready")' in lines[code.co_firstlineno - 1]
+    assert code.co_qualname == "ready"
+    # The same code object for every call (one per native def).
+    other = h.ready(2)
+    other.close()
+    assert other.cr_code is code
+
+
+# --- results and exceptions ---------------------------------------------
+
+VALUES = [None, 0, "text", (1, 2), object()]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_ready_send_loop(value):
+    native, twin = both(h.ready, value)
+    assert send_loop(native) == send_loop(twin) == ([], ("return", value))
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_ready_asyncio(value):
+    assert run_asyncio(lambda: h.ready(value)) == run_asyncio(lambda: py_ready(value))
+
+
+EXCEPTIONS = [
+    lambda: ValueError("boom"),
+    lambda: KeyError("k"),
+    lambda: ValueError,              # a class: raised as an instance
+    lambda: OSError(2, "No such file"),
+    lambda: StopIteration("x"),      # PEP 479: RuntimeError
+    lambda: KeyboardInterrupt(),
+    lambda: asyncio.CancelledError(),
+]
+
+
+@pytest.mark.parametrize("make_exc", EXCEPTIONS)
+def test_fail_send_loop(make_exc):
+    n = send_loop(h.fail(make_exc()))
+    p = send_loop(py_fail(make_exc()))
+    assert n == p
+
+
+@pytest.mark.parametrize("make_exc", EXCEPTIONS)
+def test_fail_asyncio(make_exc):
+    assert run_asyncio(lambda: h.fail(make_exc())) == run_asyncio(lambda: py_fail(make_exc()))
+
+
+def test_fail_raises_the_same_object():
+    exc = ValueError("identity")
+    for c in both(h.fail, exc):
+        with pytest.raises(ValueError) as info:
+            c.send(None)
+        assert info.value is exc
+
+
+def test_fail_inside_except_gets_context_like_async_def():
+    async def outer(make):
+        try:
+            raise KeyError("being handled")
+        except KeyError:
+            return await make(ValueError("raised"))
+    assert run_asyncio(lambda: outer(h.fail)) == run_asyncio(lambda: outer(py_fail))
+    kind, (typ, msg, args, ctx, cause) = run_asyncio(lambda: outer(h.fail))
+    assert ctx == (KeyError, "'being handled'")
+
+
+def test_awaited_exception_propagates_unchanged():
+    # raise_in_except sets __context__ inside itself; passing through the
+    # native await must not rewrite it.
+    assert run_asyncio(lambda: h.await_(raise_in_except())) == run_asyncio(
+        lambda: py_await_(raise_in_except()))
+    _, (typ, msg, _, ctx, _) = run_asyncio(lambda: h.await_(raise_in_except()))
+    assert (typ, msg, ctx) == (ValueError, "outer", (KeyError, "'inner'"))
+
+
+def test_cause_is_kept():
+    def make():
+        e = ValueError("with cause")
+        e.__cause__ = KeyError("cause")
+        return e
+    assert send_loop(h.fail(make())) == send_loop(py_fail(make()))
+
+
+# --- suspension -------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_yield_now_send_loop(n):
+    native, twin = both(h.yield_now, n)
+    assert send_loop(native) == send_loop(twin) == ([None] * n, ("return", n))
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_yield_now_asyncio(n):
+    assert run_asyncio(lambda: h.yield_now(n)) == run_asyncio(lambda: py_yield_now(n))
+
+
+def test_yield_now_interleaves_like_async_def():
+    async def main(fn):
+        order = []
+
+        async def tagged(tag):
+            await fn(2)
+            order.append(tag)
+        await asyncio.gather(tagged("a"), tagged("b"), tagged("c"))
+        return order
+    assert run_asyncio(lambda: main(h.yield_now)) == run_asyncio(lambda: main(py_yield_now))
+
+
+@pytest.mark.parametrize("seconds", [0, 0.02])
+def test_sleep_asyncio(seconds):
+    loop_time = []
+
+    def timed(fn):
+        async def main():
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            r = await fn(seconds, "result")
+            loop_time.append(loop.time() - t0)
+            return r
+        return main
+    assert run_asyncio(timed(h.sleep)) == run_asyncio(timed(py_sleep)) == ("return", "result")
+    assert loop_time[0] >= seconds * 0.9
+
+
+def test_sleep_does_not_block_the_loop():
+    async def main():
+        ticks = 0
+        task = asyncio.ensure_future(h.sleep(0.05, "done"))
+        while not task.done():
+            ticks += 1
+            await asyncio.sleep(0.005)
+        return await task, ticks
+    result, ticks = asyncio.run(main())
+    assert result == "done"
+    assert ticks >= 3
+
+
+def test_many_sleeps_concurrently():
+    async def main(fn):
+        return await asyncio.gather(*(fn(0.01 * (i % 3), i) for i in range(30)))
+    assert run_asyncio(lambda: main(h.sleep)) == run_asyncio(lambda: main(py_sleep))
+
+
+def test_sleep_in_a_bare_send_loop_yields_none_until_woken():
+    yielded, outcome = send_loop(h.sleep(0.01, "late"), limit=10_000_000)
+    assert outcome == ("return", "late")
+    assert set(yielded) <= {None}
+
+
+# --- awaiting Python awaitables from Rust --------------------------------
+
+AWAITABLES = [
+    lambda: py_ready("coroutine"),
+    lambda: h.ready("native coroutine"),
+    lambda: asyncio.sleep(0, "asyncio.sleep"),
+    lambda: py_fail(KeyError("from awaited")),
+    lambda: h.fail(KeyError("from awaited native")),
+    lambda: raise_in_except(),
+    lambda: h.sleep(0.01, "native sleep"),
+    lambda: h.yield_now(3),
+    lambda: 42,                               # not awaitable: TypeError
+]
+
+
+@pytest.mark.parametrize("make", AWAITABLES)
+def test_await_asyncio(make):
+    assert run_asyncio(lambda: h.await_(make())) == run_asyncio(lambda: py_await_(make()))
+
+
+@pytest.mark.parametrize("make", AWAITABLES)
+def test_await_send_loop(make):
+    n = send_loop(h.await_(make()), limit=10_000_000)
+    p = send_loop(py_await_(make()), limit=10_000_000)
+    if make is AWAITABLES[6]:
+        # A Rust-thread timer in a bare loop: the number of busy-poll
+        # yields depends on timing, the outcome does not.
+        assert n[1] == p[1]
+    else:
+        assert n == p
+
+
+def test_await_future_resolved_later():
+    def main(fn):
+        async def run():
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            loop.call_later(0.01, fut.set_result, "from the future")
+            return await fn(fut)
+        return run
+    assert run_asyncio(main(h.await_)) == run_asyncio(main(py_await_)) == (
+        "return", "from the future")
+
+
+def test_values_sent_through_an_await():
+    native, twin = h.await_(suspend_once("out")), py_await_(suspend_once("out"))
+    results = []
+    for c in (native, twin):
+        assert c.send(None) == "out"
+        assert c.cr_await is not None
+        with pytest.raises(StopIteration) as info:
+            c.send("in")
+        results.append(info.value.value)
+    assert results == [("sent", "in")] * 2
+
+
+def test_cr_await_is_the_delegate():
+    for c in (h.await_(suspend_once()), py_await_(suspend_once())):
+        assert c.cr_await is None
+        c.send(None)
+        assert inspect.isgenerator(c.cr_await)
+        assert inspect.getcoroutinestate(c) == "CORO_SUSPENDED"
+        c.close()
+
+
+def test_awaiting_an_already_awaited_coroutine():
+    async def main(fn):
+        inner = py_yield_now(1)
+        t1 = asyncio.ensure_future(fn(inner))
+        await asyncio.sleep(0)
+        try:
+            return await fn(inner)
+        finally:
+            await t1
+    assert run_asyncio(lambda: main(h.await_)) == run_asyncio(lambda: main(py_await_))
+
+
+@pytest.mark.parametrize("aws", [
+    [],
+    [lambda: py_ready(1), lambda: h.ready(2), lambda: h.sleep(0.01, 3)],
+    [lambda: py_ready(1), lambda: py_fail(ValueError("second")), lambda: py_ready(3)],
+])
+def test_await_all(aws):
+    assert run_asyncio(lambda: h.await_all(*(a() for a in aws))) == run_asyncio(
+        lambda: py_await_all(*(a() for a in aws)))
+
+
+@pytest.mark.parametrize("make, exc_type", [
+    (lambda: py_fail(ValueError("caught")), ValueError),
+    (lambda: py_fail(ValueError("not caught")), KeyError),
+    (lambda: py_ready("no error"), ValueError),
+    (lambda: h.fail(KeyError("native")), LookupError),
+])
+def test_catch(make, exc_type):
+    def norm(outcome):
+        kind, v = outcome
+        return (kind, describe_exc(v) if isinstance(v, BaseException) else v)
+    assert norm(run_asyncio(lambda: h.catch(make(), exc_type))) == norm(
+        run_asyncio(lambda: py_catch(make(), exc_type)))
+
+
+# --- throw, close, cancellation -----------------------------------------
+
+@pytest.mark.parametrize("exc_type", [ValueError, GeneratorExit, asyncio.CancelledError])
+def test_throw_while_awaiting_python(exc_type):
+    outcomes = []
+    for c in (h.catch(suspend_once(), ValueError), py_catch(suspend_once(), ValueError)):
+        c.send(None)
+        try:
+            c.throw(exc_type("thrown"))
+        except StopIteration as e:
+            outcomes.append(("return", describe_exc(e.value)))
+        except BaseException as e:
+            outcomes.append(("raise", describe_exc(e)))
+        outcomes.append(inspect.getcoroutinestate(c))
+    assert outcomes[:2] == outcomes[2:]
+
+
+def test_throw_into_a_created_coroutine():
+    outcomes = []
+    for c in both(h.ready, 1):
+        with pytest.raises(ValueError, match="early"):
+            c.throw(ValueError("early"))
+        outcomes.append(inspect.getcoroutinestate(c))
+    assert outcomes == ["CORO_CLOSED"] * 2
+
+
+@pytest.mark.parametrize("when", ["created", "suspended"])
+def test_close_like_async_def(when):
+    states = []
+    for c in both(h.yield_now, 3):
+        if when == "suspended":
+            c.send(None)
+        assert c.close() is None
+        states.append(inspect.getcoroutinestate(c))
+        with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+            c.send(None)
+    assert states == ["CORO_CLOSED"] * 2
+
+
+def test_close_runs_the_futures_drop():
+    before = h.drops()
+    c = h.pending()
+    assert c.send(None) is None       # no loop: a bare yield
+    assert h.drops() == before
+    c.close()
+    assert h.drops() == before + 1
+    assert inspect.getcoroutinestate(c) == "CORO_CLOSED"
+
+
+def test_close_while_awaiting_python_closes_the_delegate_then_drops():
+    closed = []
+
+    @types.coroutine
+    def delegate():
+        try:
+            yield "waiting"
+        finally:
+            closed.append(True)
+    before = h.drops()
+    c = h.guarded(delegate())
+    assert c.send(None) == "waiting"
+    c.close()
+    assert closed == [True]
+    assert h.drops() == before + 1
+
+
+def test_dealloc_of_a_suspended_coroutine_drops_the_future():
+    before = h.drops()
+    c = h.pending()
+    c.send(None)
+    del c
+    gc.collect()
+    assert h.drops() == before + 1
+
+
+def test_cancel_during_rust_sleep():
+    def main(fn):
+        async def run():
+            task = asyncio.ensure_future(fn(3600, None))
+            await asyncio.sleep(0.01)
+            task.cancel("stop")
+            try:
+                await task
+            except asyncio.CancelledError as e:
+                return ("cancelled", e.args)
+            return "not cancelled"
+        return run
+    assert run_asyncio(main(h.sleep)) == run_asyncio(main(py_sleep))
+
+
+def test_cancel_reaches_the_rust_future_awaiting_python():
+    def main(fn):
+        async def run():
+            task = asyncio.ensure_future(fn(asyncio.sleep(3600), asyncio.CancelledError))
+            await asyncio.sleep(0.01)
+            task.cancel("stop")
+            caught = await task
+            return type(caught), caught.args
+        return run
+    assert run_asyncio(main(h.catch)) == run_asyncio(main(py_catch)) == (
+        "return", (asyncio.CancelledError, ("stop",)))
+
+
+def test_wait_for_timeout():
+    def main(fn):
+        async def run():
+            try:
+                await asyncio.wait_for(fn(3600, None), 0.01)
+            except TimeoutError as e:
+                return type(e)
+        return run
+    assert run_asyncio(main(h.sleep)) == run_asyncio(main(py_sleep))
+
+
+# --- CPython's own coroutine rules --------------------------------------
+
+def test_cannot_reuse_a_finished_coroutine():
+    msgs = []
+    for c in both(h.ready, 1):
+        with pytest.raises(StopIteration):
+            c.send(None)
+        with pytest.raises(RuntimeError) as info:
+            c.send(None)
+        msgs.append(str(info.value))
+    assert msgs == ["cannot reuse already awaited coroutine"] * 2
+
+
+def test_cannot_send_non_none_to_a_just_started_coroutine():
+    msgs = []
+    for c in both(h.ready, 1):
+        with pytest.raises(TypeError) as info:
+            c.send(1)
+        msgs.append(str(info.value))
+        c.close()
+    assert msgs[0] == msgs[1]
+
+
+def test_never_awaited_warning():
+    msgs = []
+    for fn in (h.ready, py_ready):
+        c = fn(1)
+        name = c.__qualname__
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            del c
+            gc.collect()
+        msgs.append([(x.category, str(x.message).replace(name, "NAME")) for x in w])
+        del w
+    assert msgs[0] == msgs[1]
+    assert msgs[0] == [(RuntimeWarning, "coroutine 'NAME' was never awaited")]
+
+
+def test_await_itself_is_refused():
+    outcomes = []
+    for fn in (h.await_, py_await_):
+        holder = []
+
+        async def indirect():
+            return await holder[0]
+        c = fn(indirect())
+        holder.append(c)
+        outcomes.append(send_loop(c))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_states_follow_async_def():
+    seen = []
+    for c in both(h.yield_now, 1):
+        states = [inspect.getcoroutinestate(c)]
+        c.send(None)
+        states.append(inspect.getcoroutinestate(c))
+        with pytest.raises(StopIteration):
+            c.send(None)
+        states.append(inspect.getcoroutinestate(c))
+        seen.append(states)
+    assert seen[0] == seen[1] == ["CORO_CREATED", "CORO_SUSPENDED", "CORO_CLOSED"]
+
+
+# --- panics ---------------------------------------------------------------
+
+def test_panic_is_panic_exception():
+    PanicException = sys.modules["pycoro_runtime"].PanicException
+    assert h.PanicException is PanicException
+    assert issubclass(PanicException, BaseException)
+    assert not issubclass(PanicException, Exception)
+    c = h.panic("a Rust panic")
+    with pytest.raises(PanicException, match="^a Rust panic$"):
+        c.send(None)
+    with pytest.raises(RuntimeError, match="cannot reuse"):
+        c.send(None)
+    # The interpreter survives and keeps running native coroutines.
+    assert run_asyncio(lambda: h.ready("alive")) == ("return", "alive")
+
+
+def test_panic_under_asyncio():
+    with pytest.raises(h.PanicException, match="in a task"):
+        asyncio.run(h.panic("in a task"))
+    assert asyncio.run(h.sleep(0, "still fine")) == "still fine"
+
+
+def test_panic_is_not_caught_by_except_exception():
+    async def main():
+        try:
+            await h.panic("escapes")
+        except Exception:
+            return "swallowed"
+    with pytest.raises(h.PanicException):
+        asyncio.run(main())
+
+
+# --- tracebacks -------------------------------------------------------------
+
+def traceback_shape(make):
+    try:
+        asyncio.run(make())
+    except BaseException as e:
+        frames = traceback.extract_tb(e.__traceback__)
+        return type(e), [f.name for f in frames], frames[-1]
+    raise AssertionError("no exception")
+
+
+def test_traceback_has_the_native_frame():
+    n_type, n_names, n_last = traceback_shape(lambda: h.fail(ValueError("tb")))
+    p_type, p_names, p_last = traceback_shape(lambda: py_fail(ValueError("tb")))
+    assert n_type is p_type
+    assert n_names[:-1] == p_names[:-1]
+    assert (n_names[-1], p_names[-1]) == ("fail", "py_fail")
+    assert n_last.filename.endswith("rust-harness/probe/src/lib.rs")
+    assert 'coroutine_def!("fail")' in n_last.line
+
+
+def test_traceback_through_a_native_await():
+    n_type, n_names, n_last = traceback_shape(lambda: h.await_(py_fail(KeyError("deep"))))
+    p_type, p_names, p_last = traceback_shape(lambda: py_await_(py_fail(KeyError("deep"))))
+    assert n_type is p_type
+    assert n_names[-1] == p_names[-1] == "py_fail"
+    assert n_names[-2:-1] == ["await_"] and p_names[-2:-1] == ["py_await_"]
+    assert len(n_names) == len(p_names)
+
+
+def test_suspended_frame_reports_the_await_line():
+    c = h.await_(suspend_once())
+    c.send(None)
+    code = c.cr_code
+    with open(code.co_filename) as f:
+        line = f.read().splitlines()[c.cr_frame.f_lineno - 1]
+    assert "py_await(" in line
+    c.close()
+
+
+def test_caller_frame_is_the_native_frame():
+    seen = []
+
+    async def probe():
+        seen.append(sys._getframe(1).f_code.co_name)
+        seen.append(sys._getframe(1).f_code.co_flags & CO_NATIVE)
+    asyncio.run(h.await_(probe()))
+    # The awaited coroutine runs under the native frame's await.
+    assert seen == ["await_", CO_NATIVE]
+
+
+# --- GC -----------------------------------------------------------------------
+
+def test_held_object_cycle_is_collected():
+    class Box:
+        pass
+    box = Box()
+    c = h.hold(box)
+    assert box in gc.get_referents(c)
+    box.coro = c
+    ref = weakref.ref(box)
+    del box, c
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        gc.collect()
+    assert ref() is None
+
+
+def test_hold_returns_the_object():
+    obj = object()
+    assert run_asyncio(lambda: h.hold(obj)) == run_asyncio(lambda: py_hold(obj)) == (
+        "return", obj)
