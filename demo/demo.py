@@ -23,7 +23,3 @@ try:
 except ValueError:
     traceback.print_exc()
 
-try:
-    asyncio.run(pycoro_harness.panic("a Rust panic"))
-except BaseException as e:  # PanicException derives from BaseException
-    print(f"a Rust panic became {type(e).__module__}.{type(e).__qualname__}: {e}")

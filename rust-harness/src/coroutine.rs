@@ -383,7 +383,10 @@ impl Drop for Body {
         // and the slot own now: a waker clone may outlive the coroutine in
         // another thread.  The future itself is dropped with the fields.
         drop(self.signal.reset());
-        drop(std::mem::take(&mut *lock(&self.io)));
+        // Take the objects out, then release them outside the lock (a
+        // `__del__` may run and trigger the GC, whose traverse tries it).
+        let io = std::mem::take(&mut *lock(&self.io));
+        drop(io);
     }
 }
 

@@ -6,14 +6,14 @@
 //! any `Future<Output = PyResult<Py<PyAny>>> + Send + 'static` into such a
 //! coroutine ([`NativeCoroutine`]), lets the future await Python awaitables
 //! ([`py_await`]), wakes it from any thread ([`waker`], [`runtime`]), and
-//! turns panics into `pycoro_runtime.PanicException` ([`panic`]).
+//! turns panics into `pycoro_runtime.PanicException` ([`mod@panic`]).
 //!
 //! Layers, from the bottom:
 //! - [`ffi`]: bindgen's bindings of the new C API beside `pyo3::ffi`; no
 //!   logic;
 //! - [`raw`]: every `unsafe` block of the crate, each with its `SAFETY`
 //!   comment: object creation and the C callbacks of the native frame;
-//! - safe modules: [`coroutine`], [`waker`], [`runtime`], [`panic`].
+//! - safe modules: [`coroutine`], [`waker`], [`runtime`], [`mod@panic`].
 //!
 //! ```
 //! use pyo3::prelude::*;

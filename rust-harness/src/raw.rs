@@ -41,7 +41,7 @@ pub enum Step {
 /// A Rust value that runs as the body of a native frame.
 ///
 /// [`frame_def`] turns an implementation into the C callbacks; the value is
-/// stored inline in the coroutine (see [`init_state`]) and dropped by the
+/// stored inline in the coroutine (see [`new_native_coroutine`]) and dropped by the
 /// frame's `clear` callback.
 pub trait NativeBody: Send + 'static {
     /// Advance the body.  `sent` is the value sent in (`None` on the first

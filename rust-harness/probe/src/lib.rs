@@ -6,7 +6,11 @@
 //! Each function's `async def` twin, used by the differential tests, is
 //! written in its doc comment.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use pycoro::{NativeCoroutine, coroutine_def, py_await};
@@ -166,6 +170,51 @@ fn drops() -> usize {
     DROPPED.load(Ordering::SeqCst)
 }
 
+/// One helper thread that wakes every waker it is sent, at once.
+fn pinger() -> &'static Mutex<mpsc::Sender<Waker>> {
+    static PINGER: OnceLock<Mutex<mpsc::Sender<Waker>>> = OnceLock::new();
+    PINGER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Waker>();
+        std::thread::Builder::new()
+            .name("pycoro-pinger".into())
+            .spawn(move || {
+                for waker in rx {
+                    waker.wake();
+                }
+            })
+            .expect("cannot spawn the pinger thread");
+        Mutex::new(tx)
+    })
+}
+
+/// Pending once, woken by the pinger thread.
+struct Ping(bool);
+
+impl Future for Ping {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        let tx = pinger().lock().unwrap_or_else(|p| p.into_inner());
+        tx.send(cx.waker().clone()).expect("pinger thread is gone");
+        Poll::Pending
+    }
+}
+
+/// `ping(n)`: suspends `n` times, each time woken from another Rust thread
+/// (the cross-thread wake path; used by the benchmark).
+#[pyfunction]
+fn ping(py: Python<'_>, n: usize) -> PyResult<Bound<'_, PyAny>> {
+    NativeCoroutine::new(py, coroutine_def!("ping"), async move {
+        for _ in 0..n {
+            Ping(false).await;
+        }
+        Python::attach(|py| Ok(n.into_pyobject(py)?.into_any().unbind()))
+    })
+}
+
 /// The probe module.
 #[pymodule]
 fn pycoro_harness(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -181,6 +230,7 @@ fn pycoro_harness(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pending, m)?)?;
     m.add_function(wrap_pyfunction!(guarded, m)?)?;
     m.add_function(wrap_pyfunction!(drops, m)?)?;
+    m.add_function(wrap_pyfunction!(ping, m)?)?;
     m.add(
         "PanicException",
         pycoro::panic::panic_exception_type(m.py())?,
