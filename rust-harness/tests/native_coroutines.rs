@@ -707,3 +707,41 @@ except ValueError as v:
         );
     });
 }
+
+struct PanicOnDrop;
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("panic in Drop");
+    }
+}
+
+#[test]
+fn a_panicking_drop_is_reported_as_unraisable() {
+    let _serial = serial();
+    Python::attach(|py| {
+        let native = NativeCoroutine::new(py, coroutine_def!("bad_drop"), async {
+            let _bomb = PanicOnDrop;
+            pycoro::yield_now().await;
+            Ok(none())
+        })
+        .unwrap();
+        run(
+            py,
+            c"
+import sys
+seen = []
+old, sys.unraisablehook = sys.unraisablehook, lambda u: seen.append(u.exc_value)
+try:
+    native.send(None)
+    native.close()              # drops the future: its Drop panics
+finally:
+    sys.unraisablehook = old
+assert len(seen) == 1, seen
+assert type(seen[0]).__name__ == 'PanicException', seen
+assert str(seen[0]) == 'panic in Drop', seen
+assert sys.modules['pycoro_runtime'].PanicException is type(seen[0])
+",
+            &[("native", &native)],
+        );
+    });
+}
