@@ -15,15 +15,32 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # (Debian's cargo/rustc 1.85 meet pyo3-ffi 0.30's MSRV; bindgen needs
 # libclang) and of the scripts.  scripts/build-cpython would install missing
 # ones itself; listing them here keeps them in one cached layer.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends \
-        build-essential pkg-config xz-utils rsync git ca-certificates curl \
+#
+# ca-certificates is installed unless /etc/ssl/certs is read-only: that is
+# the host's CA bundle mounted into the build (scripts/docker-build does so
+# for buildah, where HTTPS needs the host's CAs), and the package's postinst
+# could not write there.
+RUN if touch /etc/ssl/certs/.pycoro-rw 2>/dev/null; then \
+        rm -f /etc/ssl/certs/.pycoro-rw; ca=ca-certificates; \
+    else \
+        ca=; echo "/etc/ssl/certs is mounted read-only: using the host's CA bundle"; \
+    fi \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends $ca \
+        build-essential pkg-config xz-utils rsync git curl \
         libffi-dev libssl-dev zlib1g-dev libbz2-dev liblzma-dev \
         libsqlite3-dev libreadline-dev libncurses-dev uuid-dev libgdbm-dev \
         libgdbm-compat-dev tk-dev \
         cargo rustc rustfmt rust-clippy libclang-dev \
         debian-archive-keyring \
  && rm -rf /var/lib/apt/lists/*
+
+# pip (its own certifi bundle otherwise), cargo and Python's ssl module all
+# use the system bundle, so a bundle with a local CA works for all three.
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    CARGO_HTTP_CAINFO=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src/pycoro
 COPY . .
