@@ -15,8 +15,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPTS_DIR="$REPO_ROOT/scripts"
 
 BUILD_DIR="${PYCORO_BUILD_DIR:-$REPO_ROOT/build}"
-mkdir -p "$BUILD_DIR"
-BUILD_DIR="$(cd "$BUILD_DIR" && pwd)"
+BUILD_DIR="$(realpath -m "$BUILD_DIR")"
 export PYCORO_BUILD_DIR="$BUILD_DIR"
 
 LOG_DIR="$BUILD_DIR/logs"
