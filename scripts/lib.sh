@@ -135,6 +135,10 @@ _APT_UPDATED=""
 # Runs 'apt-get update' once per process, and only if something is missing.
 apt_ensure() {
     local missing=() p
+    if ! command -v dpkg >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+        warn "no dpkg/apt-get here: make sure the equivalents of these Debian packages are installed: $*"
+        return 0
+    fi
     for p in "$@"; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
     done
