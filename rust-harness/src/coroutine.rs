@@ -14,9 +14,11 @@
 //! 1. delivers what was sent in: the result (or exception) of the Python
 //!    awaitable a [`py_await`] asked for goes to that `PyAwait`; an
 //!    exception thrown while the future waited on a *Rust* waker (e.g.
-//!    `Task.cancel()` during a [`crate::sleep`], or `close()`) has nobody in
-//!    the future to receive it, so it propagates at once and the future is
-//!    dropped (its `Drop` runs), as PyO3's coroutines do;
+//!    `Task.cancel()` during a [`crate::sleep`], or `close()`) goes to the
+//!    [`crate::interruptible`] wait point it is suspended in, if any;
+//!    otherwise nobody in the future can receive it, so it propagates at
+//!    once and the future is dropped (its `Drop` runs), as PyO3's
+//!    coroutines do (see [`crate::interrupt`]);
 //! 2. polls the future (under `catch_unwind`), with "the current coroutine"
 //!    set in a thread-local so [`py_await`] can reach its slot;
 //! 3. maps the result: `Ready(Ok(v))` returns `v`; `Ready(Err(e))` raises
@@ -239,6 +241,10 @@ struct Io {
     line: Option<u32>,
     /// Objects owned by the coroutine (visited by the GC).
     held: Vec<Py<PyAny>>,
+    /// The `Interruptible` wait point the last poll suspended in.
+    listening: Option<u64>,
+    /// An exception thrown in at that wait point, delivered at the next poll.
+    interrupt: Option<(u64, PyErr)>,
 }
 
 type SharedIo = Arc<Mutex<Io>>;
@@ -320,6 +326,7 @@ impl NativeBody for Body {
         let mut delivered: Option<Py<PyAny>> = None;
         {
             let mut io = lock(&self.io);
+            let listening = io.listening.take();
             match (io.waiting.take(), sent) {
                 (Some(id), sent) => {
                     if let Err(e) = &sent {
@@ -330,9 +337,16 @@ impl NativeBody for Body {
                 // Resumed after a bare yield or a wake-up future: the value
                 // carries no information (as after `await asyncio.sleep(0)`).
                 (None, Ok(_)) => {}
-                // Thrown in while the future waits on a Rust waker: nobody
-                // can receive it; it propagates and `clear` drops the future.
-                (None, Err(e)) => return Step::Error(e),
+                // Thrown in while the future waits on a Rust waker: to the
+                // `Interruptible` it waits in; with none, nobody can receive
+                // it: it propagates and `clear` drops the future.
+                (None, Err(e)) => match listening {
+                    Some(id) => {
+                        delivered = Some(e.value(py).clone().into_any().unbind());
+                        io.interrupt = Some((id, e));
+                    }
+                    None => return Step::Error(e),
+                },
             }
         }
         // Drop a stale hook (its asyncio future) now, with the GIL held.
@@ -349,6 +363,12 @@ impl NativeBody for Body {
             if let Err(e) = raw::set_native_line(coro, line) {
                 drop(e);
             }
+        }
+        // Delivered but not taken (the wait point was not polled): it
+        // propagates, as if the wait point had not been interruptible.
+        let untaken = lock(&self.io).interrupt.take();
+        if let Some((_, e)) = untaken {
+            return Step::Error(e);
         }
         match poll {
             Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
@@ -458,6 +478,36 @@ impl NativeCoroutine {
             location: Location::caller(),
         }
     }
+}
+
+/// For [`crate::interrupt`]: take the exception delivered to wait point
+/// `id` of the coroutine being polled, if any.
+pub(crate) fn take_interrupt(id: u64) -> Option<PyErr> {
+    with_current(|io| {
+        let io = io?;
+        match io.interrupt.take() {
+            Some((to, err)) if to == id => Some(err),
+            other => {
+                io.interrupt = other;
+                None
+            }
+        }
+    })
+}
+
+/// For [`crate::interrupt`]: a wait point (`id`, or a new id when `None`)
+/// returns `Pending`; the first one in a poll receives what is thrown in.
+/// `None` outside a native coroutine.
+pub(crate) fn listen(id: Option<u64>) -> Option<u64> {
+    with_current(|io| {
+        let io = io?;
+        let id = id.unwrap_or_else(|| {
+            io.next_id += 1;
+            io.next_id - 1
+        });
+        io.listening.get_or_insert(id);
+        Some(id)
+    })
 }
 
 /// The `index`-th object given to [`Builder::hold`] of the coroutine being

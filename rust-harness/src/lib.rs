@@ -31,10 +31,12 @@
 
 pub mod coroutine;
 pub mod ffi;
+pub mod interrupt;
 pub mod panic;
 pub mod raw;
 pub mod runtime;
 pub mod waker;
 
 pub use coroutine::{CoroutineDef, NativeCoroutine, PyAwait, held, py_await};
+pub use interrupt::interruptible;
 pub use runtime::{sleep, yield_now};

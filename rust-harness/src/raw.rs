@@ -288,14 +288,45 @@ fn raise(py: Python<'_>, err: PyErr) {
     unsafe { ffi::PyErr_SetObject(ty.as_ptr(), value.as_ptr()) }
 }
 
+/// Run `f` counted as attached by pyo3 (the thread holds the GIL already,
+/// CPython called us): a `Py` dropped inside is released at once.  With
+/// `Python::assume_attached` alone pyo3 defers such drops to its pool until
+/// the next pyo3 call, which delays `__del__`, finalizers and the "never
+/// awaited" warning of objects the body releases (e.g. a child coroutine
+/// held by a future dropped by `clear`).  While the interpreter finalizes
+/// pyo3 refuses to attach; then `f` runs with the bare token.
+fn with_attached<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
+    let mut f = Some(f);
+    let done = Python::try_attach(|py| (f.take().expect("called once"))(py));
+    match (done, f) {
+        (Some(r), _) => r,
+        // SAFETY: CPython called us with the GIL held.
+        (None, Some(f)) => f(unsafe { Python::assume_attached() }),
+        (None, None) => unreachable!("try_attach ran the closure but returned None"),
+    }
+}
+
 unsafe extern "C" fn step_trampoline<B: NativeBody>(
     gen_: *mut ffi::PyObject,
     state: *mut c_void,
     sent: *mut ffi::PyObject,
     result: *mut *mut ffi::PyObject,
 ) -> ffi::PyNativeStep {
-    // SAFETY: CPython calls step with the GIL held.
-    let py = unsafe { Python::assume_attached() };
+    // SAFETY: the contract of `step_attached` is this callback's own.
+    with_attached(|py| unsafe { step_attached::<B>(py, gen_, state, sent, result) })
+}
+
+/// The step callback, once attached.
+///
+/// # Safety
+/// Called by CPython as the `step` of a frame made by `frame_def::<B>()`.
+unsafe fn step_attached<B: NativeBody>(
+    py: Python<'_>,
+    gen_: *mut ffi::PyObject,
+    state: *mut c_void,
+    sent: *mut ffi::PyObject,
+    result: *mut *mut ffi::PyObject,
+) -> ffi::PyNativeStep {
     // SAFETY: `gen_` is the live coroutine being resumed, borrowed for the
     // duration of the call.
     let coro = unsafe { Bound::from_borrowed_ptr(py, gen_) };
@@ -361,9 +392,16 @@ unsafe extern "C" fn traverse_trampoline<B: NativeBody>(
 }
 
 unsafe extern "C" fn clear_trampoline<B: NativeBody>(state: *mut c_void) {
-    // SAFETY: CPython calls clear with the GIL held, exactly once per
-    // coroutine, possibly on a zero-filled state.
-    let py = unsafe { Python::assume_attached() };
+    // SAFETY: the contract of `clear_attached` is this callback's own.
+    with_attached(|py| unsafe { clear_attached::<B>(py, state) })
+}
+
+/// The clear callback, once attached.
+///
+/// # Safety
+/// CPython calls clear with the GIL held, exactly once per coroutine,
+/// possibly on a zero-filled state.
+unsafe fn clear_attached<B: NativeBody>(py: Python<'_>, state: *mut c_void) {
     // SAFETY: as in `step_trampoline`.
     let slot = unsafe { &mut *state.cast::<Slot<B>>() };
     if !slot.init {

@@ -8,27 +8,52 @@
 //! Python object (see [`crate::coroutine::py_await`]), the harness picks:
 //!
 //! 1. **Already woken** (the waker fired during the poll, e.g.
-//!    [`yield_now`], or a fast thread): `YIELD None`, a *bare yield*.  An
+//!    [`yield_now`], or a fast thread): a *schedule point*.  Under trio,
+//!    `AWAIT trio.lowlevel.checkpoint()` (trio refuses bare yields; this is
+//!    `await trio.sleep(0)`); anywhere else `YIELD None`, a *bare yield*: an
 //!    asyncio `Task` reschedules a coroutine that yields `None` at once
 //!    (`call_soon(__step)`), a bare `send(None)` loop simply sends again, so
 //!    the coroutine is polled again on the next loop iteration.  This is
 //!    exactly what `await asyncio.sleep(0)` does.
-//! 2. **An asyncio loop is running in this thread**
-//!    (`asyncio.events._get_running_loop()`; asyncio is never imported by
-//!    the harness: if `sys.modules` has no `asyncio`, no loop can run):
+//! 2. **In a trio task**: `AWAIT trio.lowlevel.wait_task_rescheduled(..)`,
+//!    with the waker armed to reschedule the task through
+//!    `TrioToken.run_sync_soon` from whatever thread wakes it (see
+//!    `runtime/trio.rs`); a trio cancellation aborts the wait and raises
+//!    `trio.Cancelled` at this await.
+//! 3. **An asyncio loop is running in this thread** (asyncio itself, uvloop,
+//!    anyio's asyncio backend: `asyncio.events._get_running_loop()`):
 //!    create `fut = loop.create_future()`, arm the waker to run
 //!    `loop.call_soon_threadsafe(_wake, fut)` (where `_wake` sets the result
 //!    unless the future is already done or cancelled) from whatever thread
 //!    wakes it, and `AWAIT fut`.  The Task then sleeps until the Rust side
 //!    wakes it, and `Task.cancel()` reaches the coroutine as a
-//!    `CancelledError` thrown at this await (see [`crate::coroutine`]).
-//! 3. **Nothing runs** (a bare `send(None)` loop, or a runtime the harness
+//!    `CancelledError` thrown at this await.
+//! 4. **Nothing runs** (a bare `send(None)` loop, or a runtime the harness
 //!    does not know): `YIELD None` and poll again on the next `send`.  A bare
 //!    loop therefore busy-polls; that is the price of needing no runtime.
-//!    Under trio, which rejects bare yields, case 2 is the place to add
-//!    `trio.lowlevel.wait_task_rescheduled` with a `reschedule` hook; the
-//!    [`crate::waker::WakeSignal`] hook takes any closure, so adding a
-//!    runtime is one more branch here, nothing in the C patch.
+//!
+//! An exception thrown in at cases 1-4 (a cancellation, `throw()`,
+//! `close()`) reaches the Rust future if it waits through
+//! [`crate::interruptible`]; otherwise it propagates at once and the
+//! future is dropped (see [`crate::interrupt`]).
+//!
+//! # How the runtime is found
+//!
+//! [`current`] answers, in this order, with no import and nothing named in
+//! the C patch:
+//! - **trio** if `trio` is in `sys.modules` and
+//!   `trio.lowlevel.in_trio_task()` is true (checked first: in trio's guest
+//!   mode an asyncio loop runs too, but the task is trio's);
+//! - **asyncio** if `asyncio` is in `sys.modules` and
+//!   `asyncio.events._get_running_loop()` returns a loop (any
+//!   `AbstractEventLoop`, so uvloop is asyncio here);
+//! - **none** otherwise.
+//!
+//! This is the answer `sniffio.current_async_library()` gives for these
+//! runtimes (anyio runs on one of the two), without depending on sniffio
+//! and at the cost of one dict lookup per suspension for a runtime never
+//! imported.  A new runtime is one more branch in `suspend`: the
+//! [`crate::waker::WakeSignal`] hook takes any closure.
 //!
 //! ## Measured trade-offs
 //!
@@ -84,9 +109,10 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
 
 use crate::waker::WakeSignal;
+
+mod trio;
 
 /// How the coroutine suspends after a `Pending` poll.
 pub(crate) enum Suspend {
@@ -115,11 +141,7 @@ fn running_asyncio_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
     let get = match GET_RUNNING_LOOP.get(py) {
         Some(f) => f.bind(py).clone(),
         None => {
-            let modules = py
-                .import("sys")?
-                .getattr("modules")?
-                .cast_into::<PyDict>()?;
-            if modules.get_item("asyncio")?.is_none() {
+            if trio::sys_modules(py)?.get_item("asyncio")?.is_none() {
                 return Ok(None);
             }
             let f = py.import("asyncio.events")?.getattr("_get_running_loop")?;
@@ -131,11 +153,64 @@ fn running_asyncio_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
     Ok((!event_loop.is_none()).then_some(event_loop))
 }
 
+/// The runtime driving the code that runs now (see the module docs).
+#[derive(Debug)]
+pub enum Runtime<'py> {
+    /// In a trio task.
+    Trio,
+    /// In a task (or callback) of this running asyncio event loop.
+    Asyncio(Bound<'py, PyAny>),
+    /// No runtime the harness knows: a bare `send()` loop, or none.
+    None,
+}
+
+/// Find the runtime driving the caller (see [How the runtime is
+/// found](self#how-the-runtime-is-found)).
+///
+/// ```
+/// use pyo3::prelude::*;
+/// use pycoro::runtime::{current, Runtime};
+///
+/// Python::attach(|py| {
+///     assert!(matches!(current(py).unwrap(), Runtime::None));
+/// });
+/// ```
+pub fn current(py: Python<'_>) -> PyResult<Runtime<'_>> {
+    if trio::current(py)?.is_some() {
+        return Ok(Runtime::Trio);
+    }
+    Ok(match running_asyncio_loop(py)? {
+        Some(event_loop) => Runtime::Asyncio(event_loop),
+        None => Runtime::None,
+    })
+}
+
 /// Decide how to suspend (see the module docs); arms `signal` when the
 /// coroutine will wait for its waker.
 pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Suspend> {
+    let trio = trio::current(py)?;
     if signal.take_woken() {
-        return Ok(Suspend::BareYield);
+        return Ok(match trio {
+            Some(trio) => Suspend::Await(trio.checkpoint(py)?),
+            None => Suspend::BareYield,
+        });
+    }
+    if let Some(trio) = trio {
+        let waiter = trio.waiter(py)?;
+        let hook_waiter = waiter.clone_ref(py);
+        let hook = Box::new(move || {
+            // After trio.run() returned (RunFinishedError) or during
+            // interpreter shutdown there is nobody left to wake.
+            let _ = Python::try_attach(move |py| {
+                let _ = hook_waiter.call_method0(py, "wake");
+                drop(hook_waiter);
+            });
+        });
+        return match signal.arm(hook) {
+            Ok(()) => Ok(Suspend::Await(waiter.call_method0(py, "wait")?)),
+            // Woken between the poll and now: a schedule point only.
+            Err(_hook) => Ok(Suspend::Await(trio.checkpoint(py)?)),
+        };
     }
     let Some(event_loop) = running_asyncio_loop(py)? else {
         return Ok(Suspend::BareYield);
@@ -152,8 +227,9 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
         // Off the loop's thread, or after the loop closed, or during
         // interpreter shutdown: nothing to report to, so errors are dropped
         // (a closed loop has nobody left to wake).
-        let _ = Python::try_attach(|py| {
+        let _ = Python::try_attach(move |py| {
             let _ = hook_loop.call_method1(py, "call_soon_threadsafe", (callback, hook_fut));
+            drop(hook_loop);
         });
     });
     match signal.arm(hook) {

@@ -17,6 +17,8 @@ use pycoro::{NativeCoroutine, coroutine_def, py_await};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple, PyType};
 
+mod loops;
+
 /// `async def ready(value): return value`
 #[pyfunction]
 fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
@@ -36,7 +38,7 @@ fn fail<'py>(py: Python<'py>, exc: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
 fn yield_now(py: Python<'_>, n: usize) -> PyResult<Bound<'_, PyAny>> {
     NativeCoroutine::new(py, coroutine_def!("yield_now"), async move {
         for _ in 0..n {
-            pycoro::yield_now().await;
+            pycoro::interruptible(pycoro::yield_now()).await?;
         }
         Python::attach(|py| Ok(n.into_pyobject(py)?.into_any().unbind()))
     })
@@ -50,7 +52,7 @@ fn sleep(py: Python<'_>, seconds: f64, result: Option<Py<PyAny>>) -> PyResult<Bo
     let duration = Duration::try_from_secs_f64(seconds)
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
     NativeCoroutine::new(py, coroutine_def!("sleep"), async move {
-        pycoro::sleep(duration).await;
+        pycoro::interruptible(pycoro::sleep(duration)).await?;
         Ok(result.unwrap_or_else(|| Python::attach(|py| py.None())))
     })
 }
@@ -134,7 +136,7 @@ fn hold(py: Python<'_>, obj: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
 /// Counts the [`DropProbe`]s dropped, i.e. futures whose `Drop` ran.
 static DROPPED: AtomicUsize = AtomicUsize::new(0);
 
-struct DropProbe;
+pub(crate) struct DropProbe;
 
 impl Drop for DropProbe {
     fn drop(&mut self) {
@@ -231,6 +233,7 @@ fn pycoro_harness(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(guarded, m)?)?;
     m.add_function(wrap_pyfunction!(drops, m)?)?;
     m.add_function(wrap_pyfunction!(ping, m)?)?;
+    loops::register(m)?;
     m.add(
         "PanicException",
         pycoro::panic::panic_exception_type(m.py())?,
