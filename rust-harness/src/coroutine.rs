@@ -41,10 +41,12 @@
 //!
 //! # Lines
 //!
-//! The frame reports the line of the latest [`py_await`] call (a
-//! `#[track_caller]` location), or of the [`NativeCoroutine::new`] call
-//! before the first one, clamped by CPython to the range of the
-//! [`CoroutineDef`].
+//! The frame reports the line of the latest await point ([`py_await`],
+//! [`crate::yield_now`], [`crate::sleep`], [`crate::lines::located`]: all
+//! `#[track_caller]`) or marked line ([`crate::lines::here`],
+//! [`crate::lines::raise`]), or of the [`NativeCoroutine::new`] call before
+//! the first one, clamped by CPython to the range of the [`CoroutineDef`];
+//! see [`crate::lines`].
 //!
 //! ```
 //! use pyo3::prelude::*;
@@ -99,6 +101,7 @@ pub struct CoroutineDef {
     manifest_dir: &'static str,
     firstlineno: u32,
     nlines: u32,
+    spans: Option<&'static str>,
     function: PyOnceLock<Py<PyAny>>,
 }
 
@@ -110,8 +113,11 @@ impl CoroutineDef {
     /// with that `__name__` if the module is not imported); `file` is
     /// `file!()` and `manifest_dir` `env!("CARGO_MANIFEST_DIR")` of the
     /// defining crate, joined into an absolute path so tracebacks can show
-    /// the Rust source line; the frame can report lines
-    /// `firstlineno..firstlineno + nlines`.
+    /// the Rust source line.  `firstlineno` is the line of the
+    /// `coroutine_def!` call: if `spans` (the `PYCORO_FN_SPANS` table of
+    /// `pycoro_build::emit_fn_spans()`, see [`crate::lines`]) has an entry
+    /// for it, the frame spans the enclosing function's lines; otherwise
+    /// lines `firstlineno..firstlineno + nlines`.
     #[allow(clippy::too_many_arguments)]
     pub const fn new(
         module: &'static str,
@@ -121,6 +127,7 @@ impl CoroutineDef {
         manifest_dir: &'static str,
         firstlineno: u32,
         nlines: u32,
+        spans: Option<&'static str>,
     ) -> Self {
         Self {
             module,
@@ -130,7 +137,16 @@ impl CoroutineDef {
             manifest_dir,
             firstlineno,
             nlines,
+            spans,
             function: PyOnceLock::new(),
+        }
+    }
+
+    /// The lines the code object spans: `(co_firstlineno, nlines)`.
+    pub fn lines(&self) -> (u32, u32) {
+        match crate::lines::fn_span(self.spans, self.file, self.firstlineno) {
+            Some((first, last)) => (first, last - first + 1),
+            None => (self.firstlineno, self.nlines),
         }
     }
 
@@ -187,13 +203,14 @@ impl CoroutineDef {
     pub fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.function
             .get_or_try_init(py, || {
+                let (firstlineno, nlines) = self.lines();
                 let code = raw::new_coroutine_code(
                     py,
                     &self.filename(),
                     self.name,
                     self.qualname,
-                    self.firstlineno,
-                    self.nlines,
+                    firstlineno,
+                    nlines,
                 )?;
                 raw::new_function(&code, &self.globals(py)?).map(Bound::unbind)
             })
@@ -204,9 +221,11 @@ impl CoroutineDef {
 /// Make a `&'static` [`CoroutineDef`] for the enclosing Rust function:
 /// `coroutine_def!("name")` or `coroutine_def!("name", nlines = 40)`.  The
 /// Python module is the first segment of `module_path!()` (the crate name,
-/// which for an extension module is its Python name); the first line is the
-/// line of the macro call, so write it on the first line of the function's
-/// body.
+/// which for an extension module is its Python name).  With
+/// `pycoro_build::emit_fn_spans()` in the crate's `build.rs`, the code
+/// object spans the enclosing function, from its `fn` line to its closing
+/// brace; without it, `nlines` lines (default 64) from the macro call's
+/// line (see [`crate::lines`]).
 #[macro_export]
 macro_rules! coroutine_def {
     ($name:literal) => {
@@ -221,6 +240,7 @@ macro_rules! coroutine_def {
             env!("CARGO_MANIFEST_DIR"),
             line!(),
             $nlines,
+            option_env!("PYCORO_FN_SPANS"),
         );
         &DEF
     }};
@@ -237,7 +257,7 @@ struct Io {
     waiting: Option<u64>,
     /// Delivered to that PyAwait at the next poll.
     reply: Option<(u64, PyResult<Py<PyAny>>)>,
-    /// Line to report, from the latest `py_await` call.
+    /// Line to report at the first step: the `NativeCoroutine::new` call.
     line: Option<u32>,
     /// Objects owned by the coroutine (visited by the GC).
     held: Vec<Py<PyAny>>,
@@ -354,16 +374,16 @@ impl NativeBody for Body {
 
         let poll = {
             let _current = CurrentGuard::enter(&self.io);
+            let _lines = crate::lines::StepGuard::enter(coro);
+            // The line of the `NativeCoroutine::new` call, before the
+            // first await point records its own (see `crate::lines`).
+            let first_line = lock(&self.io).line.take();
+            if let Some(line) = first_line {
+                crate::lines::set_line(line);
+            }
             let mut cx = Context::from_waker(&self.waker);
             catch_unwind(AssertUnwindSafe(|| self.future.as_mut().poll(&mut cx)))
         };
-        if let Some(line) = lock(&self.io).line.take() {
-            // Best effort: a line outside the def's range is clamped by
-            // CPython, an error here is not the body's.
-            if let Err(e) = raw::set_native_line(coro, line) {
-                drop(e);
-            }
-        }
         // Delivered but not taken (the wait point was not polled): it
         // propagates, as if the wait point had not been interruptible.
         let untaken = lock(&self.io).interrupt.take();
@@ -550,6 +570,9 @@ impl Future for PyAwait {
 
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
         let location = self.location;
+        if matches!(self.state, AwaitState::Start(_)) {
+            crate::lines::record(location);
+        }
         let state = std::mem::replace(&mut self.state, AwaitState::Done);
         let (next, out) = with_current(|io| {
             let Some(io) = io else {
@@ -573,7 +596,6 @@ impl Future for PyAwait {
                     let id = io.next_id;
                     io.next_id += 1;
                     io.request = Some((id, obj));
-                    io.line = Some(location.line());
                     (AwaitState::Waiting(id), Poll::Pending)
                 }
                 AwaitState::Waiting(id) => match io.reply.take() {

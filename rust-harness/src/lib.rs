@@ -13,7 +13,8 @@
 //!   logic;
 //! - [`raw`]: every `unsafe` block of the crate, each with its `SAFETY`
 //!   comment: object creation and the C callbacks of the native frame;
-//! - safe modules: [`coroutine`], [`waker`], [`runtime`], [`mod@panic`].
+//! - safe modules: [`coroutine`], [`waker`], [`runtime`], [`mod@panic`],
+//!   [`lines`] (the Rust source line a native frame reports).
 //!
 //! ```
 //! use pyo3::prelude::*;
@@ -32,6 +33,7 @@
 pub mod coroutine;
 pub mod ffi;
 pub mod interrupt;
+pub mod lines;
 pub mod panic;
 pub mod raw;
 pub mod runtime;
@@ -39,4 +41,5 @@ pub mod waker;
 
 pub use coroutine::{CoroutineDef, NativeCoroutine, PyAwait, held, py_await};
 pub use interrupt::interruptible;
+pub use lines::{LineExt, here, located};
 pub use runtime::{sleep, yield_now};

@@ -101,6 +101,7 @@
 //! ```
 
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -241,8 +242,14 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
 
 /// A future that is `Pending` exactly once, waking itself first: the
 /// coroutine suspends with a bare yield, like `await asyncio.sleep(0)`.
+/// The native frame reports the caller's line while suspended
+/// (`#[track_caller]`, see [`crate::lines`]).
+#[track_caller]
 pub fn yield_now() -> YieldNow {
-    YieldNow { yielded: false }
+    YieldNow {
+        yielded: false,
+        location: Location::caller(),
+    }
 }
 
 /// The future returned by [`yield_now`].
@@ -250,6 +257,7 @@ pub fn yield_now() -> YieldNow {
 #[must_use = "futures do nothing unless awaited"]
 pub struct YieldNow {
     yielded: bool,
+    location: &'static Location<'static>,
 }
 
 impl Future for YieldNow {
@@ -259,6 +267,7 @@ impl Future for YieldNow {
             return Poll::Ready(());
         }
         self.yielded = true;
+        crate::lines::record(self.location);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -273,11 +282,15 @@ struct SleepShared {
 /// A timer that a dedicated Rust thread completes after `duration`: the
 /// coroutine is woken from a thread that is not the event loop's.  Meant for
 /// tests and demonstrations (one thread per sleep), not as a timer wheel.
+/// The native frame reports the caller's line while suspended
+/// (`#[track_caller]`, see [`crate::lines`]).
+#[track_caller]
 pub fn sleep(duration: Duration) -> Sleep {
     Sleep {
         duration,
         shared: Arc::new(SleepShared::default()),
         started: false,
+        location: Location::caller(),
     }
 }
 
@@ -287,6 +300,7 @@ pub struct Sleep {
     duration: Duration,
     shared: Arc<SleepShared>,
     started: bool,
+    location: &'static Location<'static>,
 }
 
 impl Future for Sleep {
@@ -299,6 +313,7 @@ impl Future for Sleep {
         if self.shared.done.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
+        crate::lines::record(self.location);
         if !self.started {
             self.started = true;
             let shared = self.shared.clone();

@@ -17,6 +17,7 @@ use pycoro::{NativeCoroutine, coroutine_def, py_await};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple, PyType};
 
+mod frames;
 mod loops;
 
 /// `async def ready(value): return value`
@@ -233,6 +234,7 @@ fn pycoro_harness(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(guarded, m)?)?;
     m.add_function(wrap_pyfunction!(drops, m)?)?;
     m.add_function(wrap_pyfunction!(ping, m)?)?;
+    frames::register(m)?;
     loops::register(m)?;
     m.add(
         "PanicException",
