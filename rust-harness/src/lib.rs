@@ -14,7 +14,9 @@
 //! - [`raw`]: every `unsafe` block of the crate, each with its `SAFETY`
 //!   comment: object creation and the C callbacks of the native frame;
 //! - safe modules: [`coroutine`], [`waker`], [`runtime`], [`mod@panic`],
-//!   [`lines`] (the Rust source line a native frame reports).
+//!   [`lines`] (the Rust source line a native frame reports), [`generator`]
+//!   (Rust iterators as generators), [`stream`] (Rust streams as async
+//!   generators).
 //!
 //! ```
 //! use pyo3::prelude::*;
@@ -32,14 +34,18 @@
 
 pub mod coroutine;
 pub mod ffi;
+pub mod generator;
 pub mod interrupt;
 pub mod lines;
 pub mod panic;
 pub mod raw;
 pub mod runtime;
+pub mod stream;
 pub mod waker;
 
 pub use coroutine::{CoroutineDef, NativeCoroutine, PyAwait, held, py_await};
+pub use generator::{GeneratorDef, NativeGenerator};
 pub use interrupt::interruptible;
 pub use lines::{LineExt, here, located};
 pub use runtime::{sleep, yield_now};
+pub use stream::NativeAsyncGenerator;

@@ -103,6 +103,29 @@ pub const fn frame_def<B: NativeBody>() -> ffi::PyNativeFrameDef {
     }
 }
 
+/// What a native frame runs as: the object its constructor makes and the
+/// kind of its code object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `PyCoro_NewNative`, `CO_COROUTINE`: `types.CoroutineType`.
+    Coroutine,
+    /// `PyGen_NewNative`, `CO_GENERATOR`: `types.GeneratorType`.
+    Generator,
+    /// `PyAsyncGen_NewNative`, `CO_ASYNC_GENERATOR`:
+    /// `types.AsyncGeneratorType`.
+    AsyncGenerator,
+}
+
+impl Kind {
+    fn code_flag(self) -> c_int {
+        match self {
+            Kind::Coroutine => ffi::CO_COROUTINE,
+            Kind::Generator => ffi::CO_GENERATOR,
+            Kind::AsyncGenerator => ffi::CO_ASYNC_GENERATOR,
+        }
+    }
+}
+
 /// `PyCode_NewNative(filename, name, qualname, firstlineno, nlines, CO_COROUTINE)`.
 pub fn new_coroutine_code<'py>(
     py: Python<'py>,
@@ -111,6 +134,27 @@ pub fn new_coroutine_code<'py>(
     qualname: &str,
     firstlineno: u32,
     nlines: u32,
+) -> PyResult<Bound<'py, PyAny>> {
+    new_native_code(
+        py,
+        filename,
+        name,
+        qualname,
+        firstlineno,
+        nlines,
+        Kind::Coroutine,
+    )
+}
+
+/// `PyCode_NewNative(filename, name, qualname, firstlineno, nlines, kind)`.
+pub fn new_native_code<'py>(
+    py: Python<'py>,
+    filename: &str,
+    name: &str,
+    qualname: &str,
+    firstlineno: u32,
+    nlines: u32,
+    kind: Kind,
 ) -> PyResult<Bound<'py, PyAny>> {
     let filename = PyString::new(py, filename);
     let name = PyString::new(py, name);
@@ -127,7 +171,7 @@ pub fn new_coroutine_code<'py>(
             qualname.as_ptr(),
             firstlineno,
             nlines,
-            ffi::CO_COROUTINE,
+            kind.code_flag(),
         );
         Bound::from_owned_ptr_or_err(py, code.cast::<ffi::PyObject>())
     }
@@ -154,19 +198,38 @@ pub fn new_native_coroutine<'py, B: NativeBody>(
     def: &'static ffi::PyNativeFrameDef,
     body: B,
 ) -> PyResult<Bound<'py, PyAny>> {
+    new_native_object(func, def, body, Kind::Coroutine)
+}
+
+/// `PyCoro_NewNative`, `PyGen_NewNative` or `PyAsyncGen_NewNative(def,
+/// func, NULL, NULL)` as `kind` says (the code of `func` must be of that
+/// kind, or CPython raises `TypeError`), then the body written into the
+/// zero-filled state, as [`new_native_coroutine`] does.
+pub fn new_native_object<'py, B: NativeBody>(
+    func: &Bound<'py, PyAny>,
+    def: &'static ffi::PyNativeFrameDef,
+    body: B,
+    kind: Kind,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = func.py();
     if def.state_size < size_of::<Slot<B>>() as ffi::Py_ssize_t {
         return Err(PySystemError::new_err(
             "native frame state too small for its body",
         ));
     }
-    // SAFETY: GIL held; `def` is 'static (outlives the coroutine, as
-    // CPython requires); `func` is live; NULL name/qualname are allowed.
-    // The result is a new reference or NULL with an exception set.
+    let constructor = match kind {
+        Kind::Coroutine => ffi::PyCoro_NewNative,
+        Kind::Generator => ffi::PyGen_NewNative,
+        Kind::AsyncGenerator => ffi::PyAsyncGen_NewNative,
+    };
+    // SAFETY: GIL held; `def` is 'static (outlives the object, as CPython
+    // requires); `func` is live; NULL name/qualname are allowed.  The three
+    // constructors share one signature and contract; the result is a new
+    // reference or NULL with an exception set.
     let coro = unsafe {
         Bound::from_owned_ptr_or_err(
             py,
-            ffi::PyCoro_NewNative(
+            constructor(
                 def,
                 func.as_ptr(),
                 std::ptr::null_mut(),

@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple, PyType};
 
 mod frames;
+mod generators;
 mod loops;
 
 /// `async def ready(value): return value`
@@ -235,6 +236,7 @@ fn pycoro_harness(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(drops, m)?)?;
     m.add_function(wrap_pyfunction!(ping, m)?)?;
     frames::register(m)?;
+    generators::register(m)?;
     loops::register(m)?;
     m.add(
         "PanicException",

@@ -1,0 +1,244 @@
+//! Rust iterators as true CPython generators.
+//!
+//! [`NativeGenerator::new`] wraps any
+//! `Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static` in an object for
+//! which `type(g) is types.GeneratorType`: CPython's own generator type,
+//! whose frame is a native frame (made by `PyGen_NewNative`).  `for`,
+//! `list()`, `next()`, `yield from`, `send`/`throw`/`close`, `gi_frame`,
+//! `gi_running`, `gi_suspended`, "generator already executing" and the
+//! interpreter's `FOR_ITER`/`SEND` paths are CPython's own machinery.
+//!
+//! # One step
+//!
+//! Each resumption calls `next()` on the iterator (under `catch_unwind`):
+//! `Some(Ok(v))` yields `v`, `Some(Err(e))` raises `e` (as `raise e`), and
+//! `None` returns `None` (`StopIteration`).  A value passed to `send()` is
+//! ignored (a Rust iterator has nowhere to receive it, as a `for` loop
+//! sends nothing).  An exception thrown in (`throw()`, or the
+//! `GeneratorExit` of `close()`) cannot be caught by an iterator: it
+//! propagates at once and the iterator is dropped (its `Drop` runs), as in
+//! a generator suspended outside any `try`.  A panic in `next()` becomes
+//! `pycoro_runtime.PanicException` and finishes the generator.
+//!
+//! [`GeneratorDef`] describes the code object (file, name, lines), as
+//! [`CoroutineDef`] does for coroutines; make one with
+//! [`generator_def!`](crate::generator_def) (or
+//! [`async_generator_def!`](crate::async_generator_def) for
+//! [`crate::stream`]).
+//!
+//! ```
+//! use pyo3::prelude::*;
+//! use pycoro::{NativeGenerator, generator_def};
+//!
+//! Python::attach(|py| {
+//!     let g = NativeGenerator::from_iter(py, generator_def!("squares"), (0..4).map(|i| i * i))
+//!         .unwrap();
+//!     let types = py.import("types").unwrap();
+//!     assert!(g.get_type().is(&types.getattr("GeneratorType").unwrap()));
+//!     let items: Vec<i64> = py
+//!         .import("builtins")
+//!         .unwrap()
+//!         .getattr("list")
+//!         .unwrap()
+//!         .call1((g,))
+//!         .unwrap()
+//!         .extract()
+//!         .unwrap();
+//!     assert_eq!(items, [0, 1, 4, 9]);
+//! });
+//! ```
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use pyo3::BoundObject;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
+
+use crate::coroutine::CoroutineDef;
+use crate::ffi;
+use crate::raw::{self, Kind, NativeBody, Step, Visit};
+
+/// The static description of one native generator or async generator
+/// "def": a [`CoroutineDef`] (file, name, lines, globals) and the kind of
+/// its code object, with the function made from it cached.  Make one per
+/// Rust function with [`generator_def!`](crate::generator_def) or
+/// [`async_generator_def!`](crate::async_generator_def).
+pub struct GeneratorDef {
+    base: &'static CoroutineDef,
+    kind: Kind,
+    function: PyOnceLock<Py<PyAny>>,
+}
+
+impl GeneratorDef {
+    /// A generator (`kind` [`Kind::Generator`]) or async generator
+    /// ([`Kind::AsyncGenerator`]) def described by `base`.
+    pub const fn new(base: &'static CoroutineDef, kind: Kind) -> Self {
+        Self {
+            base,
+            kind,
+            function: PyOnceLock::new(),
+        }
+    }
+
+    /// The description of the code object (as a [`CoroutineDef`], which
+    /// also makes the coroutines that produce an async generator's items).
+    pub fn base(&self) -> &'static CoroutineDef {
+        self.base
+    }
+
+    /// The kind of the code object.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The `co_name` of the code object.
+    pub fn name(&self) -> &'static str {
+        self.base.name()
+    }
+
+    /// The function over the native code object, of this def's kind (made
+    /// once, then cached for the process).  Its code has the file, names
+    /// and lines of the base's coroutine code, and its globals are the
+    /// base function's.
+    pub fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.function
+            .get_or_try_init(py, || {
+                let base = self.base.function(py)?;
+                let code = base.getattr("__code__")?;
+                let first: u32 = code.getattr("co_firstlineno")?.extract()?;
+                // The code has one line-table entry per line of its span.
+                let mut last = first;
+                for entry in code.call_method0("co_lines")?.try_iter()? {
+                    if let Ok(Some(line)) = entry?.get_item(2)?.extract::<Option<u32>>() {
+                        last = last.max(line);
+                    }
+                }
+                let code = raw::new_native_code(
+                    py,
+                    &code.getattr("co_filename")?.extract::<String>()?,
+                    &code.getattr("co_name")?.extract::<String>()?,
+                    &code.getattr("co_qualname")?.extract::<String>()?,
+                    first,
+                    last - first + 1,
+                    self.kind,
+                )?;
+                let globals = base.getattr("__globals__")?.cast_into::<PyDict>()?;
+                raw::new_function(&code, &globals).map(Bound::unbind)
+            })
+            .map(|f| f.bind(py).clone())
+    }
+}
+
+/// Make a `&'static` [`GeneratorDef`] of a native generator for the
+/// enclosing Rust function: `generator_def!("name")` or
+/// `generator_def!("name", nlines = 40)`; the module, file and lines are
+/// those [`coroutine_def!`](crate::coroutine_def) finds (it makes the
+/// base).
+#[macro_export]
+macro_rules! generator_def {
+    ($name:literal) => {
+        $crate::generator_def!($name, nlines = 64)
+    };
+    ($name:literal, nlines = $nlines:expr) => {{
+        static DEF: $crate::GeneratorDef = $crate::GeneratorDef::new(
+            $crate::coroutine_def!($name, nlines = $nlines),
+            $crate::raw::Kind::Generator,
+        );
+        &DEF
+    }};
+}
+
+/// Make a `&'static` [`GeneratorDef`] of a native async generator (see
+/// [`crate::stream`]), as [`generator_def!`](crate::generator_def) does.
+#[macro_export]
+macro_rules! async_generator_def {
+    ($name:literal) => {
+        $crate::async_generator_def!($name, nlines = 64)
+    };
+    ($name:literal, nlines = $nlines:expr) => {{
+        static DEF: $crate::GeneratorDef = $crate::GeneratorDef::new(
+            $crate::coroutine_def!($name, nlines = $nlines),
+            $crate::raw::Kind::AsyncGenerator,
+        );
+        &DEF
+    }};
+}
+
+/// The boxed iterator a native generator runs.
+pub type BoxIter = Box<dyn Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static>;
+
+/// The body stored in the generator's native state.
+struct IterBody {
+    iter: BoxIter,
+}
+
+static GEN_FRAME_DEF: ffi::PyNativeFrameDef = raw::frame_def::<IterBody>();
+
+impl NativeBody for IterBody {
+    fn step(&mut self, py: Python<'_>, _gen: &Bound<'_, PyAny>, sent: PyResult<Py<PyAny>>) -> Step {
+        if let Err(e) = sent {
+            // throw() or close(): nothing in an iterator can catch it.
+            return Step::Error(e);
+        }
+        match catch_unwind(AssertUnwindSafe(|| self.iter.next())) {
+            Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
+            Ok(Some(Ok(v))) => Step::Yield(v),
+            Ok(Some(Err(e))) => Step::Raise(e),
+            Ok(None) => Step::Return(py.None()),
+        }
+    }
+
+    fn traverse(&self, _visit: &Visit<'_>) -> Result<(), std::ffi::c_int> {
+        // Objects captured by the iterator are invisible to the GC (see
+        // the `coroutine` module docs).
+        Ok(())
+    }
+}
+
+/// Namespace of the constructors of native generators.
+pub struct NativeGenerator;
+
+impl NativeGenerator {
+    /// A true generator (`types.GeneratorType`) yielding the items of
+    /// `iter`; an `Err` item is raised and finishes it.  `def` must come
+    /// from [`generator_def!`](crate::generator_def) (`TypeError` for an
+    /// async generator def).
+    #[allow(clippy::new_ret_no_self)] // a Python object, not a Rust value
+    pub fn new<'py, I>(
+        py: Python<'py>,
+        def: &'static GeneratorDef,
+        iter: I,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        I: Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static,
+    {
+        let func = def.function(py)?;
+        let body = IterBody {
+            iter: Box::new(iter),
+        };
+        raw::new_native_object(&func, &GEN_FRAME_DEF, body, Kind::Generator)
+    }
+
+    /// [`new`](Self::new) for an iterator of plain Rust values, each
+    /// converted to a Python object as it is yielded.
+    pub fn from_iter<'py, I>(
+        py: Python<'py>,
+        def: &'static GeneratorDef,
+        iter: I,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: for<'a> IntoPyObject<'a>,
+    {
+        let items = iter.into_iter().map(|item| {
+            Python::attach(|py| {
+                item.into_pyobject(py)
+                    .map(|obj| obj.into_any().unbind())
+                    .map_err(Into::into)
+            })
+        });
+        Self::new(py, def, items)
+    }
+}
