@@ -2,19 +2,22 @@
 load does not change, beside the pyperf timings.
 
     python benches/instr_count.py suite --out instr.json [--work DIR]
-    python benches/instr_count.py pyperformance --patched PY --pristine PY \\
+    python benches/instr_count.py pyperformance --patched PY --pristine PY \
         --benchmarks DATA_FILES_BENCHMARKS_DIR --out instr-pp.json [--work DIR]
     python benches/instr_count.py run-case CASE IMPL LOOPS      (what valgrind runs)
     python benches/instr_count.py run-bm SCRIPT LOOPS [ARGS...] (likewise)
 
-Each measurement runs the program twice under callgrind, with LOOPS = L1
-and L2 outer iterations (each run first does one untimed iteration, so
-that both include the same warm-up and specialization), and reports
-(Ir(L2) - Ir(L1)) / ((L2 - L1) * inner): the instructions of one unit,
-without interpreter start-up, imports and warm-up.
+Each measurement is one run under `callgrind --instr-atstart=no`: the
+program starts, imports and warms up (one untimed iteration, so that the
+code is specialized) uninstrumented, then switches the instrumentation on
+for LOOPS outer iterations only (benches/cgtoggle.c, a 2-function helper
+compiled here and loaded with ctypes), so the count is
+Ir / (LOOPS * inner): the instructions of one unit, without start-up.
 """
 
 import argparse
+import concurrent.futures
+import ctypes
 import json
 import os
 import re
@@ -29,38 +32,56 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The key ratios (the targets) and their context: (case, implementations).
 SUITE = [
-    ("create_send", ("async_def", "native", "pyo3", "cython")),
-    ("await_from_async_def", ("async_def", "native", "pyo3", "cython")),
-    ("asyncio_run_awaits", ("async_def", "native", "pyo3")),
+    ("create_send", ("async_def", "native", "pyo3", "cython", "capi")),
+    ("await_from_async_def", ("async_def", "native", "pyo3", "cython", "capi")),
+    ("asyncio_run_awaits", ("async_def", "native", "pyo3", "capi")),
     ("suspend_resume", ("async_def", "native", "pyo3")),
     ("await_python_from", ("async_def", "native", "cython")),
     ("chain5", ("async_def", "native", "cython")),
     ("generator", ("async_def", "native", "pyo3", "cython")),
 ]
-# Outer iterations per run, per case (small: callgrind is ~50x slower).
+# Outer iterations measured, per case (callgrind is ~50x slower).
 SUITE_LOOPS = {
-    "create_send": (2_000, 12_000),
-    "await_from_async_def": (2, 12),
-    "asyncio_run_awaits": (1, 3),
-    "suspend_resume": (1, 2),
-    "await_python_from": (2, 12),
-    "chain5": (2, 7),
-    "generator": (1, 3),
+    "create_send": 5_000,
+    "await_from_async_def": 5,
+    "asyncio_run_awaits": 1,
+    "suspend_resume": 1,
+    "await_python_from": 5,
+    "chain5": 3,
+    "generator": 1,
 }
 
 # pyperformance benchmarks counted on both builds: (name, script dir, args,
-# L1, L2).
+# loops measured).
 PYPERFORMANCE = [
-    ("coroutines", "bm_coroutines", (), 1, 3),
-    ("generators", "bm_generators", (), 1, 3),
-    ("async_generators", "bm_async_generators", (), 1, 3),
-    ("async_tree_none", "bm_async_tree", ("none",), 1, 2),
-    ("async_tree_eager", "bm_async_tree", ("eager",), 1, 2),
+    ("coroutines", "bm_coroutines", (), 2),
+    ("generators", "bm_generators", (), 2),
+    ("async_generators", "bm_async_generators", (), 1),
+    ("async_tree_none", "bm_async_tree", ("none",), 1),
+    ("async_tree_eager", "bm_async_tree", ("eager",), 1),
 ]
 
 
 # ---------------------------------------------------------------------------
 # What runs under valgrind.
+
+class Toggle:
+    """cg_start()/cg_stop() of benches/cgtoggle.c (no-ops outside valgrind)."""
+
+    def __init__(self):
+        lib = ctypes.CDLL(os.environ["PYCORO_CGTOGGLE"])
+        self.start, self.stop = lib.cg_start, lib.cg_stop
+
+
+def build_toggle(work):
+    """Compile benches/cgtoggle.c into WORK (once); its path."""
+    src = os.path.join(HERE, "cgtoggle.c")
+    lib = os.path.join(work, "libcgtoggle.so")
+    if not os.path.exists(lib) or os.path.getmtime(lib) < os.path.getmtime(src):
+        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC",
+                        "-o", lib, src], check=True)
+    return lib
+
 
 def run_case(case, impl, loops):
     sys.path.insert(0, HERE)
@@ -73,8 +94,11 @@ def run_case(case, impl, loops):
     for fn in needs:
         if not hasattr(ns, fn):
             sys.exit(cb.missing_note(impl, fn))
-    func(1, ns)        # warm-up, in both runs
+    toggle = Toggle()
+    func(1, ns)        # warm-up: specialization, caches, first-call costs
+    toggle.start()
     func(loops, ns)
+    toggle.stop()
 
 
 class _FakeRunner:
@@ -93,23 +117,28 @@ class _FakeRunner:
         return self.args
 
     def bench_time_func(self, name, func, *args, inner_loops=None):
+        toggle = Toggle()
         func(1, *args)
+        toggle.start()
         func(self.loops, *args)
+        toggle.stop()
 
     def bench_async_func(self, name, func, *args, inner_loops=None, loop_factory=None):
+        # As pyperf does: the loops run inside one event loop.
         import asyncio
 
-        async def main(loops):
+        toggle = Toggle()
+
+        async def main(loops, measured):
+            if measured:
+                toggle.start()
             for _ in range(loops):
                 await func(*args)
+            if measured:
+                toggle.stop()
 
-        asyncio.run(main(1))
-        asyncio.run(main(self.loops))
-
-    def bench_func(self, name, func, *args, inner_loops=None):
-        func(*args)
-        for _ in range(self.loops):
-            func(*args)
+        asyncio.run(main(1, False))
+        asyncio.run(main(self.loops, True))
 
 
 def run_bm(script, loops, args):
@@ -126,27 +155,36 @@ def run_bm(script, loops, args):
 # Drivers.
 
 def callgrind_ir(argv, work, tag):
-    """Total instructions of running argv under callgrind."""
+    """Instructions counted while the program had instrumentation on."""
     out = os.path.join(work, f"callgrind.{tag}.out")
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-           "--dump-instr=no", "--compress-strings=no", *argv]
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+           f"--callgrind-out-file={out}", *argv]
+    env = dict(os.environ, PYTHONHASHSEED="0",
+               PYCORO_CGTOGGLE=os.path.join(work, "libcgtoggle.so"))
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed under callgrind:\n{r.stderr[-3000:]}")
+    # "totals:" is what was collected; "summary:" stays 0 when the
+    # instrumentation starts off.
     with open(out) as f:
         for line in f:
-            m = re.match(r"(?:summary|totals):\s+(\d+)", line)
+            m = re.match(r"totals:\s+(\d+)", line)
             if m:
                 return int(m.group(1))
     raise RuntimeError(f"no totals in {out}")
 
 
-def per_unit(argv_for, l1, l2, units, work, tag):
-    a = callgrind_ir(argv_for(l1), work, f"{tag}.{l1}")
-    b = callgrind_ir(argv_for(l2), work, f"{tag}.{l2}")
-    return (b - a) / ((l2 - l1) * units)
+def run_all(jobs, work):
+    """Run {key: (argv, units)} two at a time; {key: Ir per unit}."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {key: pool.submit(callgrind_ir, argv, work, ".".join(key))
+                   for key, (argv, _units) in jobs.items()}
+        results = {}
+        for key, fut in futures.items():
+            results[key] = fut.result() / jobs[key][1]
+            print(f"{'/'.join(key)}: {results[key]:,.0f} instructions per unit", flush=True)
+    return results
 
 
 def cmd_suite(opts):
@@ -154,40 +192,39 @@ def cmd_suite(opts):
     import coro_bench as cb
 
     os.makedirs(opts.work, exist_ok=True)
-    results = {}
+    build_toggle(opts.work)
+    jobs = {}
     for case, impls in SUITE:
         _func, inner, needs, _ = cb.CASES[case]
-        l1, l2 = SUITE_LOOPS[case]
+        loops = SUITE_LOOPS[case]
         for impl in impls:
-            ns, why = cb.load_impl(impl)
+            ns, _why = cb.load_impl(impl)
             if ns is None or not all(hasattr(ns, fn) for fn in needs):
                 print(f"{case}/{impl}: skipped", flush=True)
                 continue
-            t0 = time.monotonic()
-            ir = per_unit(
-                lambda n: [sys.executable, __file__, "run-case", case, impl, str(n)],
-                l1, l2, inner, opts.work, f"{case}.{impl}")
-            results.setdefault(case, {})[impl] = ir
-            print(f"{case}/{impl}: {ir:,.0f} instructions per unit "
-                  f"({time.monotonic() - t0:.0f} s)", flush=True)
+            jobs[(case, impl)] = (
+                [sys.executable, __file__, "run-case", case, impl, str(loops)],
+                loops * inner)
+    results = {}
+    for (case, impl), ir in run_all(jobs, opts.work).items():
+        results.setdefault(case, {})[impl] = ir
     with open(opts.out, "w") as f:
         json.dump(results, f, indent=1)
 
 
 def cmd_pyperformance(opts):
     os.makedirs(opts.work, exist_ok=True)
-    results = {}
-    for name, bm_dir, args, l1, l2 in PYPERFORMANCE:
+    build_toggle(opts.work)
+    jobs = {}
+    for name, bm_dir, args, loops in PYPERFORMANCE:
         script = os.path.join(opts.benchmarks, bm_dir, "run_benchmark.py")
         for build, python in (("patched", opts.patched), ("pristine", opts.pristine)):
-            t0 = time.monotonic()
-            ir = per_unit(
-                lambda n: [python, __file__, "run-bm", script, str(n), *args],
-                l1, l2, 1, opts.work, f"{name}.{build}")
-            results.setdefault(name, {})[build] = ir
-            print(f"{name} ({build}): {ir:,.0f} instructions per loop "
-                  f"({time.monotonic() - t0:.0f} s)", flush=True)
-        r = results[name]
+            jobs[(name, build)] = (
+                [python, __file__, "run-bm", script, str(loops), *args], loops)
+    results = {}
+    for (name, build), ir in run_all(jobs, opts.work).items():
+        results.setdefault(name, {})[build] = ir
+    for name, r in results.items():
         print(f"{name}: patched/pristine = {r['patched'] / r['pristine']:.4f}", flush=True)
     with open(opts.out, "w") as f:
         json.dump(results, f, indent=1)
