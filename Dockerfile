@@ -16,6 +16,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # libclang) and of the scripts.  scripts/build-cpython would install missing
 # ones itself; listing them here keeps them in one cached layer.
 #
+# netbase gives /etc/services: without it getaddrinfo() knows no service
+# names and test_asyncio fails (slim and minbase images lack it).
+#
 # ca-certificates is installed unless /etc/ssl/certs is read-only: that is
 # the host's CA bundle mounted into the build (scripts/docker-build does so
 # for buildah, where HTTPS needs the host's CAs), and the package's postinst
@@ -27,7 +30,7 @@ RUN if touch /etc/ssl/certs/.pycoro-rw 2>/dev/null; then \
     fi \
  && apt-get update \
  && apt-get install -y --no-install-recommends $ca \
-        build-essential pkg-config xz-utils rsync git curl \
+        build-essential pkg-config xz-utils rsync git curl netbase \
         libffi-dev libssl-dev zlib1g-dev libbz2-dev liblzma-dev \
         libsqlite3-dev libreadline-dev libncurses-dev uuid-dev libgdbm-dev \
         libgdbm-compat-dev tk-dev \

@@ -159,9 +159,10 @@ apt_ensure() {
         apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
-# The build dependencies of CPython (all optional modules) and of bindgen.
+# The build dependencies of CPython (all optional modules) and of bindgen;
+# netbase (/etc/services) for the regression tests' getaddrinfo() calls.
 CPYTHON_BUILD_DEPS=(
-    build-essential pkg-config xz-utils rsync
+    build-essential pkg-config xz-utils rsync netbase
     libffi-dev libssl-dev zlib1g-dev libbz2-dev liblzma-dev libsqlite3-dev
     libreadline-dev libncurses-dev uuid-dev libgdbm-dev libgdbm-compat-dev tk-dev
 
