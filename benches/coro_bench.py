@@ -15,11 +15,10 @@ of functions with the same meaning:
     native      pycoro_harness (native frames, this project)
     pyo3        pyo3_baseline: PyO3 0.30 `experimental-async` (benches/pyo3_baseline)
     cython      cybench: Cython (benches/cython_baseline)
-    capi        the floor of the C API alone: a native coroutine whose step is
-                the C function `return None` (_testcapi's "minimal"
-                definition, no harness, no Rust); only ready(), called as
-                partial(_testcapi.native_new_raw, ...)(None), which adds an
-                argument parse and a few strcmp()s to PyCoro_NewNative()
+    capi        cfloor: the same functions written directly in C on the
+                native-frame API, with the least work a binding can do
+                (benches/cfloor/cfloor.c): the floor of the C API, without
+                the Rust harness
 
 A benchmark is named CASE/IMPL; benches/report.py turns a run into ratios to
 CASE/async_def of the same run.  Cases an implementation cannot express are
@@ -180,33 +179,12 @@ CASES = {
 IMPLS = ("async_def", "native", "pyo3", "cython", "capi")
 
 
-def capi_impl():
-    """The `capi` implementation (see the module docstring)."""
-    import functools
-    import inspect
-
-    import _testcapi
-
-    kind = inspect.CO_COROUTINE
-    code = _testcapi.native_code_new("native.c", "ready", "ready", 1, 1, kind)
-    func = types.FunctionType(code, {"__builtins__": __builtins__})
-    # native_new_raw(kind, def_name, func, name, qualname): the argument of
-    # ready(value) lands in `qualname`, where None means NULL.
-    ready_ = functools.partial(_testcapi.native_new_raw, kind, "minimal", func, None)
-    return types.SimpleNamespace(ready=ready_)
-
-
 def load_impl(name):
     """(namespace, None) or (None, why it is missing)."""
     if name == "async_def":
         return ASYNC_DEF, None
-    if name == "capi":
-        try:
-            return capi_impl(), None
-        except (ImportError, AttributeError) as e:
-            return None, f"_testcapi has no native frame helpers: {e}"
     module = {"native": "pycoro_harness", "pyo3": "pyo3_baseline",
-              "cython": "cybench"}[name]
+              "cython": "cybench", "capi": "cfloor"}[name]
     try:
         mod = __import__(module)
     except ImportError as e:
@@ -218,8 +196,6 @@ def missing_note(impl, fn):
     if impl == "pyo3" and fn == "await_":
         return ("PyO3 0.30's Coroutine cannot await a Python awaitable "
                 "(no await_ to write)")
-    if impl == "capi":
-        return "the C floor has only ready()"
     if impl == "native" and fn == "count":
         return ("pycoro_harness has no native generator count(n) yet "
                 "(being added in parallel)")
@@ -250,15 +226,7 @@ def check_results(runs):
     """Each implementation must compute what async def computes: a
     benchmark of something else is worthless."""
     for _name, case, impl, ns in runs:
-        if case == "create_send" and impl == "capi":
-            c = ns.ready(None)
-            try:
-                c.send(None)
-            except StopIteration as e:
-                assert e.value is None, (impl, e.value)
-            else:
-                raise AssertionError(f"{impl}.ready suspended")
-        elif case == "create_send":
+        if case == "create_send":
             c = ns.ready(42)
             try:
                 c.send(None)

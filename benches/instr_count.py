@@ -34,11 +34,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SUITE = [
     ("create_send", ("async_def", "native", "pyo3", "cython", "capi")),
     ("await_from_async_def", ("async_def", "native", "pyo3", "cython", "capi")),
-    ("asyncio_run_awaits", ("async_def", "native", "pyo3", "capi")),
-    ("suspend_resume", ("async_def", "native", "pyo3")),
-    ("await_python_from", ("async_def", "native", "cython")),
-    ("chain5", ("async_def", "native", "cython")),
-    ("generator", ("async_def", "native", "pyo3", "cython")),
+    ("asyncio_run_awaits", ("async_def", "native", "pyo3", "cython", "capi")),
+    ("suspend_resume", ("async_def", "native", "pyo3", "cython", "capi")),
+    ("await_python_from", ("async_def", "native", "cython", "capi")),
+    ("chain5", ("async_def", "native", "cython", "capi")),
+    ("generator", ("async_def", "native", "pyo3", "cython", "capi")),
 ]
 # Outer iterations measured, per case (callgrind is ~50x slower).
 SUITE_LOOPS = {

@@ -22,7 +22,7 @@ sys.path.insert(0, HERE)
 import coro_bench as cb  # noqa: E402
 
 IMPL_TITLES = {"async_def": "async def", "native": "native (pycoro)",
-               "pyo3": "PyO3 0.30", "cython": "Cython", "capi": "C API floor"}
+               "pyo3": "PyO3 0.30", "cython": "Cython", "capi": "C API (floor)"}
 # Targets: (bound on native / async def, what the issue calls it).
 TARGETS = {
     "create_send": (0.5, "native noop create + complete"),
@@ -99,8 +99,8 @@ def version_lines(args):
         pass
     lines.append(f"- pycoro: git {rev}{' (with uncommitted changes)' if dirty else ''}")
     lines.append(f"- patched CPython: {sys.version.split()[0]} + the {len(series)} patches of "
-                 f"cpython-patches/series, release build (`--enable-shared`, no PGO/LTO), "
-                 f"`{sys.version}`")
+                 f"cpython-patches/series ({', '.join(p.split('-')[0] for p in series)}), "
+                 f"release build (`--enable-shared`, no PGO/LTO), `{sys.version}`")
     if args.pristine_python and os.path.exists(args.pristine_python):
         v = sh(args.pristine_python, "-c", "import sys; print(sys.version)")
         lines.append(f"- unpatched CPython: the same tarball and configure options without patches, `{v}`")
