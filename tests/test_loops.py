@@ -21,9 +21,9 @@ import sniffio
 import trio
 
 import pycoro_harness as h
-from loops import (
-    NATIVE, RUNTIMES, TWIN, cancel_after, checkpoint, current_runtime, gather,
-    run, run_raw,
+from loops import (  # noqa: F401 - frozen_heap: an autouse fixture
+    NATIVE, RUNTIMES, TWIN, cancel_after, checkpoint, current_runtime,
+    frozen_heap, gather, run, run_raw,
 )
 
 ASYNC_RUNTIMES = [r for r in RUNTIMES if r != "send"]

@@ -362,6 +362,7 @@ impl NativeBody for Body {
                 // it: it propagates and `clear` drops the future.
                 (None, Err(e)) => match listening {
                     Some(id) => {
+                        let e = pep479(py, e);
                         delivered = Some(e.value(py).clone().into_any().unbind());
                         io.interrupt = Some((id, e));
                     }
@@ -498,6 +499,25 @@ impl NativeCoroutine {
             location: Location::caller(),
         }
     }
+}
+
+/// PEP 479 at a wait point: a `StopIteration` thrown into an `async def`
+/// suspended at an await is raised inside the awaited frame, which turns it
+/// into `RuntimeError` ("coroutine raised StopIteration", with the
+/// `StopIteration` as `__cause__` and `__context__`) before the awaiting
+/// code sees it.  A Rust wait point stands for such a frame.
+fn pep479(py: Python<'_>, err: PyErr) -> PyErr {
+    if !err.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
+        return err;
+    }
+    let stop = err.into_value(py);
+    let converted = PyRuntimeError::new_err("coroutine raised StopIteration");
+    let value = converted.value(py);
+    if value.setattr("__context__", &stop).is_err() {
+        return PyErr::from_value(stop.into_bound(py).into_any());
+    }
+    converted.set_cause(py, Some(PyErr::from_value(stop.into_bound(py).into_any())));
+    converted
 }
 
 /// For [`crate::interrupt`]: take the exception delivered to wait point

@@ -11,6 +11,9 @@
 //! suspended there is returned as `Err` at the next poll (the inner future
 //! is not polled again).  The body may handle it, or pass it on with `?`:
 //! it then propagates unchanged (the same object, as through an `await`).
+//! A thrown `StopIteration` arrives as the `RuntimeError` PEP 479 makes of
+//! it in the awaited frame of an `async def` ("coroutine raised
+//! StopIteration", the `StopIteration` as its cause).
 //!
 //! A wait point that is not wrapped cannot see the exception: it propagates
 //! out of the coroutine at once and the future is dropped (its `Drop` runs),

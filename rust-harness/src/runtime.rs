@@ -25,9 +25,11 @@
 //!    create `fut = loop.create_future()`, arm the waker to run
 //!    `loop.call_soon_threadsafe(_wake, fut)` (where `_wake` sets the result
 //!    unless the future is already done or cancelled) from whatever thread
-//!    wakes it, and `AWAIT fut`.  The Task then sleeps until the Rust side
-//!    wakes it, and `Task.cancel()` reaches the coroutine as a
-//!    `CancelledError` thrown at this await.
+//!    wakes it, and AWAIT it (through a generator that does what the pure
+//!    Python `Future.__await__` does: see `wait_future` in
+//!    `runtime/glue.py`).  The Task then sleeps until the Rust side wakes
+//!    it, and `Task.cancel()` reaches the coroutine as a `CancelledError`
+//!    thrown at this await.
 //! 4. **Nothing runs** (a bare `send(None)` loop, or a runtime the harness
 //!    does not know): `YIELD None` and poll again on the next `send`.  A bare
 //!    loop therefore busy-polls; that is the price of needing no runtime.
@@ -125,6 +127,7 @@ pub(crate) enum Suspend {
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static WAKE_CALLBACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static WAIT_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Complete an asyncio future unless it is done (or cancelled) already.
 #[pyfunction]
@@ -234,7 +237,13 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
         });
     });
     match signal.arm(hook) {
-        Ok(()) => Ok(Suspend::Await(fut.unbind())),
+        // Through `wait_future` (glue.py), not the future's own iterator,
+        // so that a StopIteration thrown in is not taken for its result.
+        Ok(()) => Ok(Suspend::Await(
+            WAIT_FUTURE
+                .get_or_try_init(py, || trio::glue(py, "wait_future").map(Bound::unbind))?
+                .call1(py, (fut,))?,
+        )),
         // Woken between the poll and now: do not wait.
         Err(_hook) => Ok(Suspend::BareYield),
     }

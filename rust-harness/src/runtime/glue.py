@@ -5,6 +5,24 @@ private namespace: nothing here is importable, and nothing imports trio or
 asyncio; the harness passes in the module it found already imported.
 """
 
+import types
+
+
+@types.coroutine
+def wait_future(fut):
+    """Wait for an asyncio future: what the pure-Python ``Future.__await__``
+    does.  Not ``fut.__await__()`` of the C future: when something is
+    thrown into its iterator, a ``StopIteration`` comes back out of
+    ``throw()`` and the awaiting frame takes it for the future's result, so
+    the exception would be lost.  Thrown into this generator it is raised
+    at the yield like in any other frame (PEP 479 then makes it a
+    ``RuntimeError``, as for a coroutine awaiting ``asyncio.sleep(0)``)."""
+    if not fut.done():
+        fut._asyncio_future_blocking = True
+        yield fut
+    return fut.result()
+
+
 
 class TrioWait:
     """Block the current trio task until ``wake()`` (from any thread).

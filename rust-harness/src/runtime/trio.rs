@@ -47,15 +47,25 @@ pub(crate) fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         .map(|m| m.bind(py).clone())
 }
 
+static GLUE_NS: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+
+/// `name` from the namespace of `glue.py` (run once).
+pub(crate) fn glue<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    let ns = GLUE_NS.get_or_try_init(py, || {
+        let ns = PyDict::new(py);
+        ns.set_item("__name__", "pycoro.runtime.glue")?;
+        let code = CString::new(GLUE).expect("glue.py has no NUL byte");
+        py.run(&code, Some(&ns), None)?;
+        Ok::<_, PyErr>(ns.unbind())
+    })?;
+    ns.bind(py).get_item(name)?.ok_or_else(|| {
+        pyo3::exceptions::PySystemError::new_err(format!("glue.py defines no {name}"))
+    })
+}
+
 fn load(py: Python<'_>) -> PyResult<Trio> {
     let lowlevel = py.import("trio.lowlevel")?;
-    let ns = PyDict::new(py);
-    ns.set_item("__name__", "pycoro.runtime.glue")?;
-    let code = CString::new(GLUE).expect("glue.py has no NUL byte");
-    py.run(&code, Some(&ns), None)?;
-    let wait_class = ns
-        .get_item("TrioWait")?
-        .ok_or_else(|| pyo3::exceptions::PySystemError::new_err("glue.py defines no TrioWait"))?;
+    let wait_class = glue(py, "TrioWait")?;
     Ok(Trio {
         in_trio_task: lowlevel.getattr("in_trio_task")?.unbind(),
         checkpoint: lowlevel.getattr("checkpoint")?.unbind(),
