@@ -449,7 +449,7 @@ impl Builder {
     }
 
     /// Create the coroutine running `future`.
-    pub fn build<'py, F>(self, py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
+    pub fn build<F>(self, py: Python<'_>, future: F) -> PyResult<Bound<'_, PyAny>>
     where
         F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
     {
