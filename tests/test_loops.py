@@ -426,3 +426,25 @@ def test_wake_after_the_loop_ended_is_harmless():
     trio.run(main)
     time.sleep(0.1)  # the sleep thread fires into a finished run
     assert trio.run(lambda: h.ready("still alive")) == "still alive"
+
+
+EXIT_WHILE_WAKING = """
+import asyncio, trio, pycoro_harness as h
+for _ in range(30):
+    asyncio.run(h.sleep(0.002))
+    trio.run(h.sleep, 0.002)
+print("done")
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_exit_while_a_rust_thread_wakes_does_not_abort(attempt):
+    # The last wake-up of each run may still be under way when the
+    # interpreter exits.  A Rust thread that ran call_soon_threadsafe /
+    # run_sync_soon itself was ended by pthread_exit() at finalization,
+    # which cannot unwind through Rust frames: SIGABRT in most runs.
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", EXIT_WHILE_WAKING],
+                       capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout.strip()) == (0, "done"), r.stderr[-2000:]

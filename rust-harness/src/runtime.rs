@@ -34,6 +34,17 @@
 //!    does not know): `YIELD None` and poll again on the next `send`.  A bare
 //!    loop therefore busy-polls; that is the price of needing no runtime.
 //!
+//! In cases 2 and 3 the waker does not call the runtime itself: the thread
+//! that wakes may be a Rust thread, and Python code that releases the GIL
+//! there (both `call_soon_threadsafe` and `run_sync_soon` write to a
+//! socket) gets that thread ended by `pthread_exit()` if the interpreter
+//! starts finalizing meanwhile, which aborts the process (the forced
+//! unwind cannot cross Rust frames).  The waker only puts the call on a
+//! queue (`SimpleQueue.put`, which keeps the GIL) served by a daemon
+//! Python thread, `pycoro-waker`, started from the loop's thread (see
+//! `poster` in `runtime/glue.py`).  This adds one thread hop to a wake-up
+//! from another thread; the table below was measured before it.
+//!
 //! An exception thrown in at cases 1-4 (a cancellation, `throw()`,
 //! `close()`) reaches the Rust future if it waits through
 //! [`crate::interruptible`]; otherwise it propagates at once and the
@@ -189,6 +200,12 @@ pub fn current(py: Python<'_>) -> PyResult<Runtime<'_>> {
     })
 }
 
+/// `put` of the waker thread's queue (`poster` in glue.py), started from
+/// the loop's thread when a coroutine first waits for a Rust waker.
+fn poster(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    trio::glue(py, "poster")?.call0().map(Bound::unbind)
+}
+
 /// Decide how to suspend (see the module docs); arms `signal` when the
 /// coroutine will wait for its waker.
 pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Suspend> {
@@ -201,13 +218,15 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
     }
     if let Some(trio) = trio {
         let waiter = trio.waiter(py)?;
-        let hook_waiter = waiter.clone_ref(py);
+        let post = poster(py)?;
+        let wake = waiter.getattr(py, "wake")?;
         let hook = Box::new(move || {
-            // After trio.run() returned (RunFinishedError) or during
-            // interpreter shutdown there is nobody left to wake.
+            // Never run Python that releases the GIL on the waking thread
+            // (see `poster` in glue.py): hand `waiter.wake()` to the waker
+            // thread.  During interpreter shutdown nobody is left to wake.
             let _ = Python::try_attach(move |py| {
-                let _ = hook_waiter.call_method0(py, "wake");
-                drop(hook_waiter);
+                let _ = post.call1(py, ((wake, ()),));
+                drop(post);
             });
         });
         return match signal.arm(hook) {
@@ -225,15 +244,17 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
             wrap_pyfunction!(wake_future, py).map(|f| f.into_any().unbind())
         })?
         .clone_ref(py);
-    let hook_loop = event_loop.unbind();
+    let call_soon = event_loop.getattr("call_soon_threadsafe")?.unbind();
     let hook_fut = fut.clone().unbind();
+    let post = poster(py)?;
     let hook = Box::new(move || {
-        // Off the loop's thread, or after the loop closed, or during
-        // interpreter shutdown: nothing to report to, so errors are dropped
-        // (a closed loop has nobody left to wake).
+        // Never run Python that releases the GIL on the waking thread (see
+        // `poster` in glue.py): hand `loop.call_soon_threadsafe(_wake, fut)`
+        // to the waker thread; a closed loop or interpreter shutdown has
+        // nobody left to wake, so errors are dropped.
         let _ = Python::try_attach(move |py| {
-            let _ = hook_loop.call_method1(py, "call_soon_threadsafe", (callback, hook_fut));
-            drop(hook_loop);
+            let _ = post.call1(py, ((call_soon, (callback, hook_fut)),));
+            drop(post);
         });
     });
     match signal.arm(hook) {

@@ -61,3 +61,52 @@ class TrioWait:
         # After trio.run() returned this raises RunFinishedError: nobody is
         # left to wake (the harness drops the error).
         self._token.run_sync_soon(self._reschedule)
+
+
+# --- wake-ups from threads that are not Python's --------------------------
+#
+# A Rust thread that wakes a coroutine must not run Python code that
+# releases the GIL (call_soon_threadsafe and run_sync_soon both write to a
+# socket, which does): if the interpreter starts finalizing meanwhile, the
+# thread is ended with pthread_exit() when it takes the GIL back, and that
+# forced unwind cannot cross the Rust frames below it: the process aborts
+# (seen at exit, most runs, with a sleep woken by a Rust thread just as
+# asyncio.run() returned).  So the Rust thread only puts the call on a
+# SimpleQueue (put() never releases the GIL), and a daemon Python thread
+# makes it: at finalization that thread ends like any daemon thread.
+
+_posts = None
+
+
+def _deliver(queue):
+    while True:
+        fn, args = queue.get()
+        try:
+            fn(*args)
+        except BaseException:  # noqa: BLE001
+            # A closed loop or a finished trio run: nobody left to wake.
+            pass
+        del fn, args
+
+
+def _forget_poster():
+    global _posts
+    _posts = None
+
+
+def poster():
+    """``put`` of the queue served by the waker thread (started on first
+    use; call from a thread where starting one is safe: the loop's)."""
+    global _posts
+    if _posts is None:
+        import _queue
+        import os
+        import threading
+        queue = _queue.SimpleQueue()
+        threading.Thread(target=_deliver, args=(queue,), name="pycoro-waker",
+                         daemon=True).start()
+        _posts = queue
+        if not getattr(poster, "_fork_hook", False):
+            os.register_at_fork(after_in_child=_forget_poster)
+            poster._fork_hook = True
+    return _posts.put
