@@ -80,12 +80,14 @@ def quietly(fn):
     return run
 
 
-# Known leak, not fixed yet: about one reference per wake-up that a Rust
-# thread delivers through an event loop (the waker's hook attaches to the
-# interpreter from that thread with pyo3's Python::try_attach; a foreign
-# thread attaching through ctypes and calling call_soon_threadsafe leaks
-# nothing, and the same sleeps in a bare send loop, which attach nowhere,
-# leak nothing).  Not strict: whether a wake-up comes before the coroutine
+# Known leak, not fixed yet: about one reference per wake-up that a *new*
+# Rust thread delivers through an event loop (pycoro::sleep spawns one per
+# sleep).  All such a thread does in Python is attach with pyo3's
+# Python::try_attach and put one tuple on the waker queue; the persistent
+# pinger thread of ping() leaks (almost) nothing, a foreign thread attaching
+# through ctypes and calling call_soon_threadsafe leaks nothing, and the
+# same sleeps in a bare send loop, which attach nowhere, leak nothing: so
+# probably per thread state made by an attach from a fresh thread.  Not strict: whether a wake-up comes before the coroutine
 # suspends (no hook, no attach) is a race, so a run may leak nothing.
 THREAD_WAKE_LEAK = pytest.mark.xfail(
     strict=False, reason="~1 reference per Rust-thread wake-up through a loop (open)")
