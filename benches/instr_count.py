@@ -161,6 +161,9 @@ def callgrind_ir(argv, work, tag):
            f"--callgrind-out-file={out}", *argv]
     env = dict(os.environ, PYTHONHASHSEED="0",
                PYCORO_CGTOGGLE=os.path.join(work, "libcgtoggle.so"))
+    # Each interpreter must load its own libpython (RUNPATH): an inherited
+    # LD_LIBRARY_PATH would give the unpatched one the patched library.
+    env.pop("LD_LIBRARY_PATH", None)
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True, env=env)
     if r.returncode != 0:

@@ -33,8 +33,10 @@ TARGETS = {
 
 
 def sh(*cmd):
+    # Without LD_LIBRARY_PATH: each interpreter loads its own libpython.
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     try:
-        return subprocess.run(cmd, capture_output=True, text=True,
+        return subprocess.run(cmd, capture_output=True, text=True, env=env,
                               timeout=60).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -183,11 +185,11 @@ def suite_section(args, benches, notes, build_notes, instr):
     if instr:
         out.append("### Instruction counts (callgrind)")
         out.append("")
-        out.append("Instructions per unit, from two runs of different length under "
-                   "`valgrind --tool=callgrind` (their difference, so start-up and "
-                   "warm-up cancel out), and the ratio to async def.  Machine load "
-                   "does not change these; cache misses and branch mispredictions "
-                   "are not in them.")
+        out.append("Instructions per unit under `valgrind --tool=callgrind`, counted "
+                   "only while the measured loops run (after start-up and one warm-up "
+                   "iteration; benches/instr_count.py), and the ratio to async def.  "
+                   "Machine load does not change these; cache misses and branch "
+                   "mispredictions are not in them.")
         out.append("")
         impls = [i for i in cb.IMPLS if any(i in v for v in instr.values())]
         out.append("| case | " + " | ".join(IMPL_TITLES[i] for i in impls) + " |")
@@ -288,10 +290,10 @@ def pyperformance_section(args, instr_pp):
     if instr_pp:
         out.append("### Instruction counts (callgrind), patched vs unpatched")
         out.append("")
-        out.append("Instructions per benchmark loop (difference of two runs of different "
-                   "length, so start-up cancels out), the benchmarks' own code run "
-                   "in-process without pyperf.  Load-independent: this is the measure "
-                   "to hold the 1% target against on a shared machine.")
+        out.append("Instructions per benchmark loop, counted only while the measured "
+                   "loops run (after start-up and one warm-up loop), the benchmarks' own "
+                   "code run in-process without pyperf.  Load-independent: this is the "
+                   "measure to hold the 1% target against on a shared machine.")
         out.append("")
         out.append("| benchmark | unpatched | patched | patched / unpatched |")
         out.append("| --- | --- | --- | --- |")
