@@ -19,6 +19,7 @@ import weakref
 import pytest
 
 import pycoro_harness as h
+from loops import py_await_, py_await_all, py_catch  # runtime-independent twins
 
 CO_NATIVE = 0x4000000
 
@@ -41,21 +42,6 @@ async def py_yield_now(n):
 
 async def py_sleep(seconds, result=None):
     return await asyncio.sleep(seconds, result)
-
-
-async def py_await_(aw):
-    return await aw
-
-
-async def py_await_all(*aws):
-    return [await aw for aw in aws]
-
-
-async def py_catch(aw, exc_type):
-    try:
-        return await aw
-    except exc_type as e:
-        return e
 
 
 async def py_hold(obj):
