@@ -69,23 +69,24 @@
 //! });
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::mem::size_of;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
-use crate::ffi;
-use crate::raw::{self, NativeBody, Step, Visit};
+use crate::raw::{
+    self, Frame, FrameDef, Kind, NativeBody, PinPair, Running, ScopedRef, Sent, Step,
+};
 use crate::runtime::{self, Suspend};
-use crate::waker::WakeSignal;
+use crate::waker::LazyWaker;
 
 /// The boxed future a native coroutine runs.
 pub type BoxFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send + 'static>>;
@@ -201,6 +202,11 @@ impl CoroutineDef {
     /// The function over the native code object (made once, then cached
     /// for the process; sub-interpreters are not supported).
     pub fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.function_ref(py).map(Borrowed::to_owned)
+    }
+
+    /// [`function`](Self::function), borrowed from the cache.
+    pub fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
         self.function
             .get_or_try_init(py, || {
                 let (firstlineno, nlines) = self.lines();
@@ -214,7 +220,7 @@ impl CoroutineDef {
                 )?;
                 raw::new_function(&code, &self.globals(py)?).map(Bound::unbind)
             })
-            .map(|f| f.bind(py).clone())
+            .map(|f| f.bind_borrowed(py))
     }
 }
 
@@ -257,100 +263,134 @@ struct Io {
     waiting: Option<u64>,
     /// Delivered to that PyAwait at the next poll.
     reply: Option<(u64, PyResult<Py<PyAny>>)>,
-    /// Line to report at the first step: the `NativeCoroutine::new` call.
-    line: Option<u32>,
-    /// Objects owned by the coroutine (visited by the GC).
-    held: Vec<Py<PyAny>>,
     /// The `Interruptible` wait point the last poll suspended in.
     listening: Option<u64>,
     /// An exception thrown in at that wait point, delivered at the next poll.
     interrupt: Option<(u64, PyErr)>,
 }
 
-type SharedIo = Arc<Mutex<Io>>;
+/// What the futures polled by a step reach through [`CURRENT`].
+#[derive(Default)]
+struct Shared {
+    io: RefCell<Io>,
+    /// The line last given to `PyGen_SetNativeLine` (0: none yet): a line
+    /// is set only when it changes.
+    line: Cell<u32>,
+}
 
-fn lock(io: &SharedIo) -> MutexGuard<'_, Io> {
-    io.lock().unwrap_or_else(|p| p.into_inner())
+impl Shared {
+    fn set_line(&self, running: &Running<'_, Shared>, py: Python<'_>, line: u32) {
+        if self.line.get() != line {
+            self.line.set(line);
+            running.set_line(py, line);
+        }
+    }
 }
 
 thread_local! {
-    /// The coroutine whose future is being polled on this thread.
-    static CURRENT: RefCell<Option<SharedIo>> = const { RefCell::new(None) };
-}
-
-/// Sets [`CURRENT`] for the duration of a poll and restores the previous
-/// value (a poll may run Python code that steps another native coroutine).
-struct CurrentGuard(Option<SharedIo>);
-
-impl CurrentGuard {
-    fn enter(io: &SharedIo) -> Self {
-        CurrentGuard(CURRENT.with(|c| c.replace(Some(io.clone()))))
-    }
-}
-
-impl Drop for CurrentGuard {
-    fn drop(&mut self) {
-        let prev = self.0.take();
-        CURRENT.with(|c| *c.borrow_mut() = prev);
-    }
+    /// The coroutine whose future is being polled on this thread
+    /// (innermost: a poll may run Python code that steps another one).
+    static CURRENT: ScopedRef<Shared> = const { ScopedRef::new() };
 }
 
 fn with_current<R>(f: impl FnOnce(Option<&mut Io>) -> R) -> R {
-    let io = CURRENT.with(|c| c.borrow().clone());
-    match io {
-        Some(io) => f(Some(&mut lock(&io))),
-        None => f(None),
-    }
+    CURRENT.with(|current| {
+        current.with(|running| match running {
+            Some(running) => f(Some(&mut running.user().io.borrow_mut())),
+            None => f(None),
+        })
+    })
 }
 
-/// The body stored in the coroutine's native state.
-struct Body {
-    future: BoxFuture,
-    signal: Arc<WakeSignal>,
-    waker: Waker,
-    io: SharedIo,
-}
-
-static FRAME_DEF: ffi::PyNativeFrameDef = raw::frame_def::<Body>();
-
-impl Body {
-    fn suspend(&mut self, py: Python<'_>) -> Step {
-        let request = {
-            let mut io = lock(&self.io);
-            // A reply nobody took: an exception in it was not handled by
-            // the body, so it propagates; a value is kept for its PyAwait
-            // (or overwritten by the next reply if that was dropped).
-            match io.reply.take() {
-                Some((_, Err(e))) => return Step::Error(e),
-                other => io.reply = other,
+/// For [`crate::lines`]: set the line of the native coroutine whose future
+/// is being polled (no-op outside a poll, or if it is the line set last).
+pub(crate) fn set_current_line(line: u32) {
+    CURRENT.with(|current| {
+        current.with(|running| {
+            if let Some(running) = running {
+                let shared = running.user();
+                if shared.line.get() != line {
+                    // The future may poll us detached from the GIL.
+                    Python::attach(|py| shared.set_line(running, py, line));
+                }
             }
-            io.request.take().map(|(id, obj)| {
-                io.waiting = Some(id);
-                obj
-            })
-        };
-        if let Some(obj) = request {
-            return Step::Await(obj);
-        }
-        match runtime::suspend(py, &self.signal) {
-            Ok(Suspend::BareYield) => Step::Yield(py.None()),
-            Ok(Suspend::Await(fut)) => Step::Await(fut),
-            Err(e) => Step::Raise(e),
-        }
+        })
+    })
+}
+
+/// The bookkeeping of a native coroutine, beside its future.
+struct CoroState {
+    waker: LazyWaker,
+    shared: Shared,
+    /// Line to report at the first step: the `NativeCoroutine::new` call
+    /// (0 once reported).
+    first_line: u32,
+}
+
+impl Drop for CoroState {
+    fn drop(&mut self) {
+        // Runs in `clear`, GIL held, before the future is dropped.
+        // Release the Python objects the waker's hook and the slot own
+        // now: a waker clone may outlive the coroutine in another thread.
+        drop(self.waker.reset());
+        // Take the objects out, then release them outside the borrow (a
+        // `__del__` may run Python code).
+        let io = std::mem::take(&mut *self.shared.io.borrow_mut());
+        drop(io);
     }
 }
 
-impl NativeBody for Body {
-    fn step(&mut self, py: Python<'_>, coro: &Bound<'_, PyAny>, sent: PyResult<Py<PyAny>>) -> Step {
+/// The body stored in the coroutine's native state: the future, inline
+/// (pinned in the state: no allocation), or boxed when it is too large
+/// or over-aligned for it (see [`Builder::build`]).
+type Body<F> = PinPair<CoroState, F>;
+
+/// Largest future kept inline in the coroutine object (bytes); a larger
+/// one is boxed, so that the object stays small for CPython's allocator.
+const INLINE_FUTURE_MAX: usize = 256;
+
+fn suspend(py: Python<'_>, state: &CoroState) -> Step {
+    let request = {
+        let mut io = state.shared.io.borrow_mut();
+        // A reply nobody took: an exception in it was not handled by
+        // the body, so it propagates; a value is kept for its PyAwait
+        // (or overwritten by the next reply if that was dropped).
+        match io.reply.take() {
+            Some((_, Err(e))) => return Step::Error(e),
+            other => io.reply = other,
+        }
+        io.request.take().map(|(id, obj)| {
+            io.waiting = Some(id);
+            obj
+        })
+    };
+    if let Some(obj) = request {
+        return Step::Await(obj);
+    }
+    match runtime::suspend(py, state.waker.signal()) {
+        Ok(Suspend::BareYield) => Step::Yield(py.None()),
+        Ok(Suspend::Await(fut)) => Step::Await(fut),
+        Err(e) => Step::Raise(e),
+    }
+}
+
+impl<F> NativeBody for Body<F>
+where
+    F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
+{
+    fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, sent: Sent<'_, 'py>) -> Step {
+        let py = frame.py();
+        let (state, future) = self.project();
         // The exception that came in, to tell propagation from a new raise.
-        let mut delivered: Option<Py<PyAny>> = None;
+        let mut delivered: Option<Bound<'py, PyAny>> = None;
         {
-            let mut io = lock(&self.io);
+            let mut io = state.shared.io.borrow_mut();
             let listening = io.listening.take();
             match (io.waiting.take(), sent) {
                 (Some(id), sent) => {
+                    let sent = sent.map(|v| v.to_owned().unbind());
                     if let Err(e) = &sent {
-                        delivered = Some(e.value(py).clone().into_any().unbind());
+                        delivered = Some(e.value(py).clone().into_any());
                     }
                     io.reply = Some((id, sent));
                 }
@@ -363,7 +403,7 @@ impl NativeBody for Body {
                 (None, Err(e)) => match listening {
                     Some(id) => {
                         let e = pep479(py, e);
-                        delivered = Some(e.value(py).clone().into_any().unbind());
+                        delivered = Some(e.value(py).clone().into_any());
                         io.interrupt = Some((id, e));
                     }
                     None => return Step::Error(e),
@@ -371,23 +411,26 @@ impl NativeBody for Body {
             }
         }
         // Drop a stale hook (its asyncio future) now, with the GIL held.
-        drop(self.signal.reset());
+        drop(state.waker.reset());
 
-        let poll = {
-            let _current = CurrentGuard::enter(&self.io);
-            let _lines = crate::lines::StepGuard::enter(coro);
-            // The line of the `NativeCoroutine::new` call, before the
-            // first await point records its own (see `crate::lines`).
-            let first_line = lock(&self.io).line.take();
-            if let Some(line) = first_line {
-                crate::lines::set_line(line);
-            }
-            let mut cx = Context::from_waker(&self.waker);
-            catch_unwind(AssertUnwindSafe(|| self.future.as_mut().poll(&mut cx)))
-        };
+        let running = Running::new(frame, &state.shared);
+        // The line of the `NativeCoroutine::new` call, before the first
+        // await point records its own (see `crate::lines`).
+        if state.first_line != 0 {
+            state.shared.set_line(&running, py, state.first_line);
+            state.first_line = 0;
+        }
+        let poll = CURRENT.with(|current| {
+            current.set(&running, || {
+                raw::with_lazy_waker(&state.waker, |waker| {
+                    let mut cx = Context::from_waker(waker);
+                    catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx)))
+                })
+            })
+        });
         // Delivered but not taken (the wait point was not polled): it
         // propagates, as if the wait point had not been interruptible.
-        let untaken = lock(&self.io).interrupt.take();
+        let untaken = state.shared.io.borrow_mut().interrupt.take();
         if let Some((_, e)) = untaken {
             return Step::Error(e);
         }
@@ -401,33 +444,8 @@ impl NativeBody for Body {
             }
             // Made or re-raised by the body: `raise e`.
             Ok(Poll::Ready(Err(e))) => Step::Raise(e),
-            Ok(Poll::Pending) => self.suspend(py),
+            Ok(Poll::Pending) => suspend(py, state),
         }
-    }
-
-    fn traverse(&self, visit: &Visit<'_>) -> Result<(), std::ffi::c_int> {
-        // The GC runs with the GIL held, never during a poll of this body
-        // (a poll that triggers a collection holds the lock only briefly,
-        // never across Python calls), so the lock is free.
-        if let Ok(io) = self.io.try_lock() {
-            for obj in &io.held {
-                visit.call(obj)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        // Runs in `clear`, GIL held.  Release the Python objects the waker
-        // and the slot own now: a waker clone may outlive the coroutine in
-        // another thread.  The future itself is dropped with the fields.
-        drop(self.signal.reset());
-        // Take the objects out, then release them outside the lock (a
-        // `__del__` may run and trigger the GC, whose traverse tries it).
-        let io = std::mem::take(&mut *lock(&self.io));
-        drop(io);
     }
 }
 
@@ -448,25 +466,37 @@ impl Builder {
         self
     }
 
-    /// Create the coroutine running `future`.
+    /// Create the coroutine running `future`.  A future of at most
+    /// `INLINE_FUTURE_MAX` (256) bytes lives inline in the coroutine
+    /// object; a larger (or over-aligned) one is boxed.
     pub fn build<F>(self, py: Python<'_>, future: F) -> PyResult<Bound<'_, PyAny>>
     where
         F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
     {
-        let func = self.def.function(py)?;
-        let signal = Arc::new(WakeSignal::default());
-        let io = Arc::new(Mutex::new(Io {
-            held: self.held,
-            line: Some(self.location.line()),
-            ..Io::default()
-        }));
-        let body = Body {
-            future: Box::pin(future),
-            waker: Waker::from(signal.clone()),
-            signal,
-            io,
+        let func = self.def.function_ref(py)?;
+        let state = CoroState {
+            waker: LazyWaker::default(),
+            shared: Shared::default(),
+            first_line: self.location.line(),
         };
-        raw::new_native_coroutine(&func, &FRAME_DEF, body)
+        if FrameDef::<Body<F>>::FITS && size_of::<F>() <= INLINE_FUTURE_MAX {
+            raw::new_native_object(
+                func,
+                &FrameDef::<Body<F>>::DEF,
+                Body::new(state, future),
+                self.held,
+                Kind::Coroutine,
+            )
+        } else {
+            let future: BoxFuture = Box::pin(future);
+            raw::new_native_object(
+                func,
+                &FrameDef::<Body<BoxFuture>>::DEF,
+                Body::new(state, future),
+                self.held,
+                Kind::Coroutine,
+            )
+        }
     }
 }
 
@@ -553,7 +583,8 @@ pub(crate) fn listen(id: Option<u64>) -> Option<u64> {
 /// The `index`-th object given to [`Builder::hold`] of the coroutine being
 /// polled (a new reference), or `None` outside a native coroutine.
 pub fn held(py: Python<'_>, index: usize) -> Option<Py<PyAny>> {
-    with_current(|io| io.and_then(|io| io.held.get(index).map(|o| o.clone_ref(py))))
+    CURRENT
+        .with(|current| current.with(|running| running?.held().get(index).map(|o| o.clone_ref(py))))
 }
 
 /// Await a Python awaitable from Rust: `py_await(obj).await` makes the

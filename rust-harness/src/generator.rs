@@ -49,6 +49,7 @@
 //! ```
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 
 use pyo3::BoundObject;
 use pyo3::prelude::*;
@@ -56,8 +57,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 use crate::coroutine::CoroutineDef;
-use crate::ffi;
-use crate::raw::{self, Kind, NativeBody, Step, Visit};
+use crate::raw::{self, Frame, FrameDef, Kind, NativeBody, Sent, Step};
 
 /// The static description of one native generator or async generator
 /// "def": a [`CoroutineDef`] (file, name, lines, globals) and the kind of
@@ -102,6 +102,11 @@ impl GeneratorDef {
     /// and lines of the base's coroutine code, and its globals are the
     /// base function's.
     pub fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.function_ref(py).map(Borrowed::to_owned)
+    }
+
+    /// [`function`](Self::function), borrowed from the cache.
+    pub fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
         self.function
             .get_or_try_init(py, || {
                 let base = self.base.function(py)?;
@@ -126,7 +131,7 @@ impl GeneratorDef {
                 let globals = base.getattr("__globals__")?.cast_into::<PyDict>()?;
                 raw::new_function(&code, &globals).map(Bound::unbind)
             })
-            .map(|f| f.bind(py).clone())
+            .map(|f| f.bind_borrowed(py))
     }
 }
 
@@ -168,31 +173,32 @@ macro_rules! async_generator_def {
 /// The boxed iterator a native generator runs.
 pub type BoxIter = Box<dyn Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static>;
 
-/// The body stored in the generator's native state.
-struct IterBody {
-    iter: BoxIter,
+/// The body stored in the generator's native state: the iterator, inline
+/// (or boxed if it is over-aligned for the state).
+struct IterBody<I> {
+    iter: I,
 }
 
-static GEN_FRAME_DEF: ffi::PyNativeFrameDef = raw::frame_def::<IterBody>();
+// The iterator is never pinned (it is used through `&mut`).
+impl<I> Unpin for IterBody<I> {}
 
-impl NativeBody for IterBody {
-    fn step(&mut self, py: Python<'_>, _gen: &Bound<'_, PyAny>, sent: PyResult<Py<PyAny>>) -> Step {
+impl<I> NativeBody for IterBody<I>
+where
+    I: Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static,
+{
+    fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, sent: Sent<'_, 'py>) -> Step {
+        let py = frame.py();
         if let Err(e) = sent {
             // throw() or close(): nothing in an iterator can catch it.
             return Step::Error(e);
         }
-        match catch_unwind(AssertUnwindSafe(|| self.iter.next())) {
+        let iter = &mut Pin::into_inner(self).iter;
+        match catch_unwind(AssertUnwindSafe(|| iter.next())) {
             Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
             Ok(Some(Ok(v))) => Step::Yield(v),
             Ok(Some(Err(e))) => Step::Raise(e),
             Ok(None) => Step::Return(py.None()),
         }
-    }
-
-    fn traverse(&self, _visit: &Visit<'_>) -> Result<(), std::ffi::c_int> {
-        // Objects captured by the iterator are invisible to the GC (see
-        // the `coroutine` module docs).
-        Ok(())
     }
 }
 
@@ -213,11 +219,25 @@ impl NativeGenerator {
     where
         I: Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static,
     {
-        let func = def.function(py)?;
-        let body = IterBody {
-            iter: Box::new(iter),
-        };
-        raw::new_native_object(&func, &GEN_FRAME_DEF, body, Kind::Generator)
+        let func = def.function_ref(py)?;
+        if FrameDef::<IterBody<I>>::FITS {
+            raw::new_native_object(
+                func,
+                &FrameDef::<IterBody<I>>::DEF,
+                IterBody { iter },
+                Vec::new(),
+                Kind::Generator,
+            )
+        } else {
+            let iter: BoxIter = Box::new(iter);
+            raw::new_native_object(
+                func,
+                &FrameDef::<IterBody<BoxIter>>::DEF,
+                IterBody { iter },
+                Vec::new(),
+                Kind::Generator,
+            )
+        }
     }
 
     /// [`new`](Self::new) for an iterator of plain Rust values, each
