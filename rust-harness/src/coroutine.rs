@@ -72,6 +72,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::mem::size_of;
+use std::num::NonZeroU64;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::path::Path;
 use std::pin::Pin;
@@ -254,19 +255,35 @@ macro_rules! coroutine_def {
 
 /// Per-coroutine slot between the step function and the [`PyAwait`]
 /// futures polled inside it.
+///
+/// Kept small (it is written into every coroutine): ids are non-zero, the
+/// rarely set exceptions are boxed.
 #[derive(Default)]
 struct Io {
-    next_id: u64,
+    /// The last id given to a PyAwait or a wait point (ids start at 1).
+    last_id: u64,
     /// Asked for during this poll: (PyAwait id, awaitable).
-    request: Option<(u64, Py<PyAny>)>,
+    request: Option<(Id, Py<PyAny>)>,
     /// The PyAwait whose awaitable CPython is driving.
-    waiting: Option<u64>,
+    waiting: Option<Id>,
     /// Delivered to that PyAwait at the next poll.
-    reply: Option<(u64, PyResult<Py<PyAny>>)>,
+    reply: Option<(Id, Reply)>,
     /// The `Interruptible` wait point the last poll suspended in.
-    listening: Option<u64>,
+    listening: Option<Id>,
     /// An exception thrown in at that wait point, delivered at the next poll.
-    interrupt: Option<(u64, PyErr)>,
+    interrupt: Option<Box<(Id, PyErr)>>,
+}
+
+type Id = NonZeroU64;
+
+/// What a PyAwait receives: the result, or the (boxed) exception.
+type Reply = Result<Py<PyAny>, Box<PyErr>>;
+
+impl Io {
+    fn new_id(&mut self) -> Id {
+        self.last_id += 1;
+        Id::new(self.last_id).unwrap_or(Id::MAX)
+    }
 }
 
 /// What the futures polled by a step reach through [`CURRENT`].
@@ -330,13 +347,10 @@ struct CoroState {
 impl Drop for CoroState {
     fn drop(&mut self) {
         // Runs in `clear`, GIL held, before the future is dropped.
-        // Release the Python objects the waker's hook and the slot own
-        // now: a waker clone may outlive the coroutine in another thread.
+        // Release the Python objects the waker's hook owns now: a waker
+        // clone may outlive the coroutine in another thread.  The slot's
+        // objects are released with the fields, right after.
         drop(self.waker.reset());
-        // Take the objects out, then release them outside the borrow (a
-        // `__del__` may run Python code).
-        let io = std::mem::take(&mut *self.shared.io.borrow_mut());
-        drop(io);
     }
 }
 
@@ -356,7 +370,7 @@ fn suspend(py: Python<'_>, state: &CoroState) -> Step {
         // the body, so it propagates; a value is kept for its PyAwait
         // (or overwritten by the next reply if that was dropped).
         match io.reply.take() {
-            Some((_, Err(e))) => return Step::Error(e),
+            Some((_, Err(e))) => return Step::Error(*e),
             other => io.reply = other,
         }
         io.request.take().map(|(id, obj)| {
@@ -388,10 +402,13 @@ where
             let listening = io.listening.take();
             match (io.waiting.take(), sent) {
                 (Some(id), sent) => {
-                    let sent = sent.map(|v| v.to_owned().unbind());
-                    if let Err(e) = &sent {
-                        delivered = Some(e.value(py).clone().into_any());
-                    }
+                    let sent = match sent {
+                        Ok(v) => Ok(v.to_owned().unbind()),
+                        Err(e) => {
+                            delivered = Some(e.value(py).clone().into_any());
+                            Err(Box::new(e))
+                        }
+                    };
                     io.reply = Some((id, sent));
                 }
                 // Resumed after a bare yield or a wake-up future: the value
@@ -404,7 +421,7 @@ where
                     Some(id) => {
                         let e = pep479(py, e);
                         delivered = Some(e.value(py).clone().into_any());
-                        io.interrupt = Some((id, e));
+                        io.interrupt = Some(Box::new((id, e)));
                     }
                     None => return Step::Error(e),
                 },
@@ -431,8 +448,8 @@ where
         // Delivered but not taken (the wait point was not polled): it
         // propagates, as if the wait point had not been interruptible.
         let untaken = state.shared.io.borrow_mut().interrupt.take();
-        if let Some((_, e)) = untaken {
-            return Step::Error(e);
+        if let Some(untaken) = untaken {
+            return Step::Error(untaken.1);
         }
         match poll {
             Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
@@ -556,7 +573,7 @@ pub(crate) fn take_interrupt(id: u64) -> Option<PyErr> {
     with_current(|io| {
         let io = io?;
         match io.interrupt.take() {
-            Some((to, err)) if to == id => Some(err),
+            Some(interrupt) if interrupt.0.get() == id => Some(interrupt.1),
             other => {
                 io.interrupt = other;
                 None
@@ -571,12 +588,12 @@ pub(crate) fn take_interrupt(id: u64) -> Option<PyErr> {
 pub(crate) fn listen(id: Option<u64>) -> Option<u64> {
     with_current(|io| {
         let io = io?;
-        let id = id.unwrap_or_else(|| {
-            io.next_id += 1;
-            io.next_id - 1
-        });
+        let id = match id.and_then(Id::new) {
+            Some(id) => id,
+            None => io.new_id(),
+        };
         io.listening.get_or_insert(id);
-        Some(id)
+        Some(id.get())
     })
 }
 
@@ -605,7 +622,7 @@ pub fn py_await(awaitable: Py<PyAny>) -> PyAwait {
 
 enum AwaitState {
     Start(Py<PyAny>),
-    Waiting(u64),
+    Waiting(Id),
     Done,
 }
 
@@ -644,13 +661,14 @@ impl Future for PyAwait {
                             ))),
                         );
                     }
-                    let id = io.next_id;
-                    io.next_id += 1;
+                    let id = io.new_id();
                     io.request = Some((id, obj));
                     (AwaitState::Waiting(id), Poll::Pending)
                 }
                 AwaitState::Waiting(id) => match io.reply.take() {
-                    Some((rid, result)) if rid == id => (AwaitState::Done, Poll::Ready(result)),
+                    Some((rid, result)) if rid == id => {
+                        (AwaitState::Done, Poll::Ready(result.map_err(|e| *e)))
+                    }
                     other => {
                         io.reply = other;
                         (AwaitState::Waiting(id), Poll::Pending)
