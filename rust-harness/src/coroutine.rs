@@ -296,10 +296,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn set_line(&self, running: &Running<'_, Shared>, py: Python<'_>, line: u32) {
+    fn set_line(&self, running: &Running<'_, Shared>, line: u32) {
         if self.line.get() != line {
             self.line.set(line);
-            running.set_line(py, line);
+            running.set_line(line);
         }
     }
 }
@@ -325,11 +325,7 @@ pub(crate) fn set_current_line(line: u32) {
     CURRENT.with(|current| {
         current.with(|running| {
             if let Some(running) = running {
-                let shared = running.user();
-                if shared.line.get() != line {
-                    // The future may poll us detached from the GIL.
-                    Python::attach(|py| shared.set_line(running, py, line));
-                }
+                running.user().set_line(running, line);
             }
         })
     })
@@ -434,7 +430,10 @@ where
         // The line of the `NativeCoroutine::new` call, before the first
         // await point records its own (see `crate::lines`).
         if state.first_line != 0 {
-            state.shared.set_line(&running, py, state.first_line);
+            if state.shared.line.get() != state.first_line {
+                state.shared.line.set(state.first_line);
+                frame.set_line(state.first_line);
+            }
             state.first_line = 0;
         }
         let poll = CURRENT.with(|current| {

@@ -48,7 +48,6 @@
 //! });
 //! ```
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 
 use pyo3::BoundObject;
@@ -173,18 +172,19 @@ macro_rules! async_generator_def {
 /// The boxed iterator a native generator runs.
 pub type BoxIter = Box<dyn Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static>;
 
-/// The body stored in the generator's native state: the iterator, inline
-/// (or boxed if it is over-aligned for the state).
-struct IterBody<I> {
-    iter: I,
+/// The body stored in the generator's native state: the function that
+/// makes the next item, inline (or boxed if it is over-aligned for the
+/// state).
+struct FnBody<G> {
+    next: G,
 }
 
-// The iterator is never pinned (it is used through `&mut`).
-impl<I> Unpin for IterBody<I> {}
+// The function is never pinned (it is called through `&mut`).
+impl<G> Unpin for FnBody<G> {}
 
-impl<I> NativeBody for IterBody<I>
+impl<G> NativeBody for FnBody<G>
 where
-    I: Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static,
+    G: FnMut(Python<'_>) -> Option<PyResult<Py<PyAny>>> + Send + 'static,
 {
     fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, sent: Sent<'_, 'py>) -> Step {
         let py = frame.py();
@@ -192,15 +192,18 @@ where
             // throw() or close(): nothing in an iterator can catch it.
             return Step::Error(e);
         }
-        let iter = &mut Pin::into_inner(self).iter;
-        match catch_unwind(AssertUnwindSafe(|| iter.next())) {
-            Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
-            Ok(Some(Ok(v))) => Step::Yield(v),
-            Ok(Some(Err(e))) => Step::Raise(e),
-            Ok(None) => Step::Return(py.None()),
+        // A panic here is caught by the step (`raw`), raised as
+        // `PanicException`, and finishes the generator.
+        match (Pin::into_inner(self).next)(py) {
+            Some(Ok(v)) => Step::Yield(v),
+            Some(Err(e)) => Step::Raise(e),
+            None => Step::Return(py.None()),
         }
     }
 }
+
+/// The boxed item function of an over-aligned one.
+type BoxFn = Box<dyn FnMut(Python<'_>) -> Option<PyResult<Py<PyAny>>> + Send + 'static>;
 
 /// Namespace of the constructors of native generators.
 pub struct NativeGenerator;
@@ -214,26 +217,59 @@ impl NativeGenerator {
     pub fn new<'py, I>(
         py: Python<'py>,
         def: &'static GeneratorDef,
-        iter: I,
+        mut iter: I,
     ) -> PyResult<Bound<'py, PyAny>>
     where
         I: Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static,
     {
+        Self::from_fn(py, def, move |_| iter.next())
+    }
+
+    /// A true generator whose items are made by `next`, called with the
+    /// GIL token of each step: `Some(Ok(v))` yields `v`, `Some(Err(e))`
+    /// raises `e` and `None` ends it, as the items of an iterator given to
+    /// [`new`](Self::new) do.
+    ///
+    /// ```
+    /// use pyo3::prelude::*;
+    /// use pycoro::{NativeGenerator, generator_def};
+    ///
+    /// Python::attach(|py| {
+    ///     let mut i = 0u32;
+    ///     let g = NativeGenerator::from_fn(py, generator_def!("upto3"), move |py| {
+    ///         i += 1;
+    ///         (i <= 3).then(|| Ok(i.into_pyobject(py).unwrap().into_any().unbind()))
+    ///     })
+    ///     .unwrap();
+    ///     let items: Vec<u32> = py
+    ///         .import("builtins").unwrap().getattr("list").unwrap()
+    ///         .call1((g,)).unwrap().extract().unwrap();
+    ///     assert_eq!(items, [1, 2, 3]);
+    /// });
+    /// ```
+    pub fn from_fn<'py, G>(
+        py: Python<'py>,
+        def: &'static GeneratorDef,
+        next: G,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        G: FnMut(Python<'_>) -> Option<PyResult<Py<PyAny>>> + Send + 'static,
+    {
         let func = def.function_ref(py)?;
-        if FrameDef::<IterBody<I>>::FITS {
+        if FrameDef::<FnBody<G>>::FITS {
             raw::new_native_object(
                 func,
-                &FrameDef::<IterBody<I>>::DEF,
-                IterBody { iter },
+                &FrameDef::<FnBody<G>>::DEF,
+                FnBody { next },
                 Vec::new(),
                 Kind::Generator,
             )
         } else {
-            let iter: BoxIter = Box::new(iter);
+            let next: BoxFn = Box::new(next);
             raw::new_native_object(
                 func,
-                &FrameDef::<IterBody<BoxIter>>::DEF,
-                IterBody { iter },
+                &FrameDef::<FnBody<BoxFn>>::DEF,
+                FnBody { next },
                 Vec::new(),
                 Kind::Generator,
             )
@@ -252,13 +288,14 @@ impl NativeGenerator {
         I::IntoIter: Send + 'static,
         I::Item: for<'a> IntoPyObject<'a>,
     {
-        let items = iter.into_iter().map(|item| {
-            Python::attach(|py| {
+        let mut iter = iter.into_iter();
+        Self::from_fn(py, def, move |py| {
+            let item = iter.next()?;
+            Some(
                 item.into_pyobject(py)
                     .map(|obj| obj.into_any().unbind())
-                    .map_err(Into::into)
-            })
-        });
-        Self::new(py, def, items)
+                    .map_err(Into::into),
+            )
+        })
     }
 }

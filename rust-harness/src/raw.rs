@@ -360,10 +360,7 @@ fn step_inner<B: NativeBody>(
 ) -> ffi::PyNativeStep {
     let py = frame.py();
     let step = match body {
-        Some(body) => match catch_unwind(AssertUnwindSafe(|| body.step(frame, sent))) {
-            Ok(step) => step,
-            Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
-        },
+        Some(body) => body.step(frame, sent),
         None => Step::Raise(PySystemError::new_err("native coroutine has no body")),
     };
     match step {
@@ -516,10 +513,11 @@ unsafe fn step_attached<B: NativeBody>(
     match catch_unwind(AssertUnwindSafe(|| step_inner(body, &frame, sent, result))) {
         Ok(kind) => kind,
         Err(payload) => {
-            // Panicked while converting the outcome: report it, but never
-            // unwind into C.
+            // The body panicked (as `raise PanicException(msg)`; nothing
+            // was stored in `result`), or converting its outcome did: report
+            // it, but never unwind into C.
             let fallback = catch_unwind(AssertUnwindSafe(|| {
-                crate::panic::panic_to_pyerr(py, payload).restore(py)
+                raise(py, crate::panic::panic_to_pyerr(py, payload))
             }));
             if fallback.is_err() {
                 set_system_error();
@@ -644,6 +642,7 @@ unsafe fn lazy_waker_drop(_data: *const ()) {}
 /// Run `f` with a waker that wakes `lazy` (see
 /// [`LazyWaker`](crate::waker::LazyWaker)): the waker of its shared signal
 /// if it exists, otherwise one borrowed from `lazy` for the call only.
+#[inline]
 pub fn with_lazy_waker<R>(lazy: &LazyWaker, f: impl FnOnce(&Waker) -> R) -> R {
     if let Some(waker) = lazy.existing() {
         return f(waker);
@@ -670,6 +669,7 @@ pub struct Running<'a, U: 'static> {
 
 impl<'a, U: 'static> Running<'a, U> {
     /// The running frame `frame`, with `user`.
+    #[inline]
     pub fn new(frame: &Frame<'a, '_>, user: &'a U) -> Self {
         Running {
             gen_: frame.gen_.as_ptr(),
@@ -688,9 +688,22 @@ impl<'a, U: 'static> Running<'a, U> {
         self.held
     }
 
-    /// `PyGen_SetNativeLine` on the running frame; `py` proves the GIL is
-    /// held (the future may run detached from it).
-    pub fn set_line(&self, py: Python<'_>, line: u32) {
+    /// `PyGen_SetNativeLine` on the running frame, from the future being
+    /// polled: with the GIL this thread holds (the step's, the usual case)
+    /// or, if the future runs detached from it, after attaching.
+    pub fn set_line(&self, line: u32) {
+        // SAFETY: no precondition; the attached thread state or NULL.
+        if unsafe { ffi::PyThreadState_GetUnchecked() }.is_null() {
+            Python::attach(|py| self.set_line_with(py, line));
+        } else {
+            // SAFETY: this thread has an attached thread state: it holds
+            // the GIL (in a build with one).  Nothing is dropped here that
+            // pyo3's deferred pool would delay.
+            self.set_line_with(unsafe { Python::assume_attached() }, line);
+        }
+    }
+
+    fn set_line_with(&self, py: Python<'_>, line: u32) {
         // SAFETY: `gen_` is the object whose step lent this value and is
         // still running (see `ScopedRef::with`), so it is alive; GIL held.
         let gen_ = unsafe { Borrowed::from_ptr(py, self.gen_) };
@@ -716,6 +729,7 @@ impl<U: 'static> ScopedRef<U> {
 
     /// Make `value` reachable through [`with`](Self::with) while `f` runs,
     /// then restore what was there before (also if `f` panics).
+    #[inline]
     pub fn set<R>(&self, value: &Running<'_, U>, f: impl FnOnce() -> R) -> R {
         struct Restore<'a, T>(&'a Cell<*const T>, *const T);
         impl<T> Drop for Restore<'_, T> {
@@ -731,6 +745,7 @@ impl<U: 'static> ScopedRef<U> {
 
     /// Run `f` with the value of the innermost running [`set`](Self::set),
     /// or `None`.
+    #[inline]
     pub fn with<R>(&self, f: impl for<'b> FnOnce(Option<&'b Running<'b, U>>) -> R) -> R {
         let ptr = self.ptr.get();
         // SAFETY: `ptr` is null or was stored by a `set` on this thread
@@ -766,6 +781,7 @@ impl<R, F> PinPair<R, F> {
 
     /// Both halves of a pinned pair: `pinned` stays pinned, `rest` is not
     /// (structurally) pinned.
+    #[inline]
     pub fn project(self: Pin<&mut Self>) -> (&mut R, Pin<&mut F>) {
         // SAFETY: pin projection as `pin-project` does it: `PinPair` has no
         // `Drop` impl and is not `repr(packed)`; it is `Unpin` only when

@@ -157,6 +157,7 @@ impl LazyWaker {
 
     /// The waker of the shared signal, if it exists: a poll uses it, so
     /// that `Waker::will_wake` holds between polls.
+    #[inline]
     pub fn existing(&self) -> Option<&Waker> {
         self.shared.get().map(|(_, waker)| waker)
     }
@@ -171,6 +172,7 @@ impl LazyWaker {
 
     /// Forget earlier wake-ups and any armed hook, before a poll (see
     /// [`WakeSignal::reset`]).
+    #[inline]
     pub fn reset(&self) -> Option<WakeHook> {
         self.woken.store(false, Ordering::Release);
         self.shared.get().and_then(|(signal, _)| signal.reset())
