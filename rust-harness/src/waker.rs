@@ -85,11 +85,18 @@ impl WakeSignal {
     /// handed back (`Err`), and the caller must not wait.
     pub fn arm(&self, hook: WakeHook) -> Result<(), WakeHook> {
         let mut slot = self.lock();
-        if self.woken.swap(false, Ordering::AcqRel) {
+        if self.woken.swap(false, Ordering::SeqCst) {
             return Err(hook);
         }
         *slot = Some(hook);
-        self.armed.store(true, Ordering::Release);
+        self.armed.store(true, Ordering::SeqCst);
+        // A wake-up that saw `armed` still false did not take the lock:
+        // it only set `woken`, which is seen here (both sides store, then
+        // load the other's flag, all SeqCst: at least one sees the other).
+        if self.woken.swap(false, Ordering::SeqCst) {
+            self.armed.store(false, Ordering::SeqCst);
+            return Err(slot.take().expect("armed above"));
+        }
         Ok(())
     }
 }
@@ -100,10 +107,15 @@ impl Wake for WakeSignal {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        // No hook armed (the common case: a wake-up during the poll, e.g.
+        // `yield_now`): the flag is all; `arm` sees it (see there).
+        if !self.armed.load(Ordering::SeqCst) {
+            return;
+        }
         let hook = {
             let mut slot = self.lock();
-            self.woken.store(true, Ordering::Release);
-            self.armed.store(false, Ordering::Release);
+            self.armed.store(false, Ordering::SeqCst);
             slot.take()
         };
         if let Some(hook) = hook {
