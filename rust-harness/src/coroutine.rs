@@ -30,6 +30,16 @@
 //!    `Pending` with an awaitable requested awaits it (`AWAIT`), otherwise
 //!    the coroutine suspends as [`crate::runtime`] describes.
 //!
+//! # Memory
+//!
+//! A coroutine is one Python object and, usually, no other allocation: the
+//! future lives inline in the native state (pinned there; boxed only when
+//! larger than 256 bytes or aligned to more than 16), beside the slot the
+//! step shares with [`py_await`] and the waker's state.  The shared
+//! [`crate::waker::WakeSignal`] behind the waker is allocated only when a
+//! future keeps a clone of its waker or the coroutine waits for it (see
+//! [`crate::waker::LazyWaker`]).
+//!
 //! # Garbage collection
 //!
 //! Python objects captured by the future are invisible to the cyclic GC

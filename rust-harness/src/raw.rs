@@ -5,10 +5,23 @@
 //!
 //! What this layer does:
 //! - creates the code object, function and coroutine of a native frame;
-//! - places a Rust value (a [`NativeBody`]) in the coroutine's native state
-//!   and hands CPython the three callbacks of a [`ffi::PyNativeFrameDef`]
-//!   (`step`, `traverse`, `clear`), which translate between the C contract
-//!   and the safe [`NativeBody`] trait, and never let a panic unwind into C.
+//! - places a Rust value (a [`NativeBody`]), pinned, and the Python objects
+//!   it holds in the coroutine's native state, and hands CPython the three
+//!   callbacks of a [`ffi::PyNativeFrameDef`] (`step`, `traverse`,
+//!   `clear`), which translate between the C contract and the safe
+//!   [`NativeBody`] trait, and never let a panic unwind into C;
+//! - the few tools the safe layers need for a cheap step: a waker borrowed
+//!   from the state ([`with_lazy_waker`]), a thread-local reference to the
+//!   running step ([`ScopedRef`]), the projection of a pinned body
+//!   ([`PinPair`]).
+//!
+//! # Cost
+//!
+//! The step is the hot path of every `await` (benches/analysis.md): it
+//! borrows what CPython passes (no reference counting), counts the thread
+//! as attached through pyo3's own callback trampoline instead of
+//! `PyGILState_Ensure` (see "Counting the thread as attached" below), and
+//! needs no heap allocation: the body lives inline in the state.
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
@@ -640,7 +653,7 @@ unsafe fn lazy_waker_wake(data: *const ()) {
 unsafe fn lazy_waker_drop(_data: *const ()) {}
 
 /// Run `f` with a waker that wakes `lazy` (see
-/// [`LazyWaker`](crate::waker::LazyWaker)): the waker of its shared signal
+/// [`LazyWaker`]): the waker of its shared signal
 /// if it exists, otherwise one borrowed from `lazy` for the call only.
 #[inline]
 pub fn with_lazy_waker<R>(lazy: &LazyWaker, f: impl FnOnce(&Waker) -> R) -> R {
