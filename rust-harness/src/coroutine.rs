@@ -646,52 +646,53 @@ impl Future for PyAwait {
     type Output = PyResult<Py<PyAny>>;
 
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let location = self.location;
-        if matches!(self.state, AwaitState::Start(_)) {
-            crate::lines::record(location);
-        }
-        let state = std::mem::replace(&mut self.state, AwaitState::Done);
-        let (next, out) = with_current(|io| {
-            let Some(io) = io else {
-                return (
-                    AwaitState::Done,
-                    Poll::Ready(Err(PyRuntimeError::new_err(
-                        "py_await() polled outside a native coroutine step",
-                    ))),
-                );
-            };
-            match state {
-                AwaitState::Start(obj) => {
+        let this = &mut *self;
+        let outside = || {
+            Poll::Ready(Err(PyRuntimeError::new_err(
+                "py_await() polled outside a native coroutine step",
+            )))
+        };
+        // One look-up of the running step, which sets the line and takes
+        // the slot.
+        match std::mem::replace(&mut this.state, AwaitState::Done) {
+            AwaitState::Start(obj) => CURRENT.with(|current| {
+                current.with(|running| {
+                    let Some(running) = running else {
+                        return outside();
+                    };
+                    let shared = running.user();
+                    shared.set_line(running, this.location.line());
+                    let mut io = shared.io.borrow_mut();
                     if io.request.is_some() {
-                        return (
-                            AwaitState::Done,
-                            Poll::Ready(Err(PyRuntimeError::new_err(
-                                "a native coroutine can await only one Python awaitable at a time",
-                            ))),
-                        );
+                        return Poll::Ready(Err(PyRuntimeError::new_err(
+                            "a native coroutine can await only one Python awaitable at a time",
+                        )));
                     }
                     let id = io.new_id();
                     io.request = Some((id, obj));
-                    (AwaitState::Waiting(id), Poll::Pending)
-                }
-                AwaitState::Waiting(id) => match io.reply.take() {
-                    Some((rid, result)) if rid == id => {
-                        (AwaitState::Done, Poll::Ready(result.map_err(|e| *e)))
+                    this.state = AwaitState::Waiting(id);
+                    Poll::Pending
+                })
+            }),
+            AwaitState::Waiting(id) => CURRENT.with(|current| {
+                current.with(|running| {
+                    let Some(running) = running else {
+                        return outside();
+                    };
+                    let mut io = running.user().io.borrow_mut();
+                    match io.reply.take() {
+                        Some((rid, result)) if rid == id => Poll::Ready(result.map_err(|e| *e)),
+                        other => {
+                            io.reply = other;
+                            this.state = AwaitState::Waiting(id);
+                            Poll::Pending
+                        }
                     }
-                    other => {
-                        io.reply = other;
-                        (AwaitState::Waiting(id), Poll::Pending)
-                    }
-                },
-                AwaitState::Done => (
-                    AwaitState::Done,
-                    Poll::Ready(Err(PyRuntimeError::new_err(
-                        "PyAwait polled after completion",
-                    ))),
-                ),
-            }
-        });
-        self.state = next;
-        out
+                })
+            }),
+            AwaitState::Done => Poll::Ready(Err(PyRuntimeError::new_err(
+                "PyAwait polled after completion",
+            ))),
+        }
     }
 }
