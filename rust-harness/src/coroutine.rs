@@ -696,3 +696,81 @@ impl Future for PyAwait {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `coro.send(None)` until it finishes; its return value.
+    fn run_to_end(coro: &Bound<'_, PyAny>) -> Py<PyAny> {
+        let py = coro.py();
+        for _ in 0..100 {
+            match coro.call_method1("send", (py.None(),)) {
+                Ok(_) => continue,
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+                    return e.value(py).getattr("value").unwrap().unbind();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("did not finish");
+    }
+
+    #[repr(align(64))]
+    struct Aligned(u64);
+
+    #[test]
+    fn inline_boxed_and_overaligned_futures_run() {
+        Python::attach(|py| {
+            // Inline (small), boxed (large) and boxed (over-aligned) bodies,
+            // each suspending once (so the state is read back after a poll).
+            let small = NativeCoroutine::new(py, crate::coroutine_def!("small"), async {
+                crate::yield_now().await;
+                Python::attach(|py| Ok(1u32.into_pyobject(py)?.into_any().unbind()))
+            })
+            .unwrap();
+            let big = [7u8; 4 * INLINE_FUTURE_MAX];
+            let large = NativeCoroutine::new(py, crate::coroutine_def!("large"), async move {
+                crate::yield_now().await;
+                let sum: u32 = big.iter().map(|&b| u32::from(b)).sum();
+                Python::attach(|py| Ok(sum.into_pyobject(py)?.into_any().unbind()))
+            })
+            .unwrap();
+            let aligned = Aligned(3);
+            let over = NativeCoroutine::new(py, crate::coroutine_def!("over"), async move {
+                crate::yield_now().await;
+                let v = aligned.0;
+                Python::attach(|py| Ok(v.into_pyobject(py)?.into_any().unbind()))
+            })
+            .unwrap();
+            for (coro, want) in [(small, 1u64), (large, 7 * 4 * 256), (over, 3)] {
+                let got: u64 = run_to_end(&coro).extract(py).unwrap();
+                assert_eq!(got, want);
+            }
+        });
+    }
+
+    #[test]
+    fn waker_clone_outlives_the_coroutine() {
+        // A clone of the (borrowed, lazy) waker made during a poll is an
+        // owned waker of the shared signal: it stays valid after the
+        // coroutine is gone.
+        let kept: std::sync::Arc<std::sync::Mutex<Option<std::task::Waker>>> = Default::default();
+        let k = kept.clone();
+        Python::attach(|py| {
+            let coro = NativeCoroutine::new(py, crate::coroutine_def!("keep_waker"), async move {
+                std::future::poll_fn(|cx| {
+                    *k.lock().unwrap() = Some(cx.waker().clone());
+                    cx.waker().wake_by_ref();
+                    Poll::Ready(())
+                })
+                .await;
+                Ok(Python::attach(|py| py.None()))
+            })
+            .unwrap();
+            run_to_end(&coro);
+        });
+        let waker = kept.lock().unwrap().take().unwrap();
+        std::thread::spawn(move || waker.wake()).join().unwrap();
+    }
+}

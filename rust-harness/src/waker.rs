@@ -238,4 +238,26 @@ mod tests {
         Waker::from(signal.clone()).wake();
         assert!(signal.take_woken());
     }
+
+    #[test]
+    fn lazy_waker_keeps_wake_ups() {
+        // Woken through the borrowed waker before the shared signal
+        // exists: the wake-up moves into the signal.
+        let lazy = LazyWaker::default();
+        crate::raw::with_lazy_waker(&lazy, |w| w.wake_by_ref());
+        assert!(lazy.existing().is_none(), "no allocation for a wake-up");
+        assert!(lazy.signal().take_woken());
+        // Once the signal exists the poll uses its waker, and a clone made
+        // through the borrowed waker is the signal's.
+        let lazy = LazyWaker::default();
+        let clone = crate::raw::with_lazy_waker(&lazy, |w| w.clone());
+        assert!(clone.will_wake(lazy.existing().unwrap()));
+        crate::raw::with_lazy_waker(&lazy, |w| assert!(w.will_wake(&clone)));
+        std::thread::spawn(move || clone.wake()).join().unwrap();
+        assert!(lazy.signal().take_woken());
+        // reset forgets a wake-up, recorded locally or in the signal.
+        crate::raw::with_lazy_waker(&lazy, |w| w.wake_by_ref());
+        drop(lazy.reset());
+        assert!(!lazy.signal().take_woken());
+    }
 }
