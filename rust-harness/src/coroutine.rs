@@ -403,6 +403,9 @@ where
         let (state, future) = self.project();
         // The exception that came in, to tell propagation from a new raise.
         let mut delivered: Option<Bound<'py, PyAny>> = None;
+        // Whether it went to a wait point (`Io::interrupt`, empty between
+        // steps).
+        let mut interrupted = false;
         {
             let mut io = state.shared.io.borrow_mut();
             let listening = io.listening.take();
@@ -428,6 +431,7 @@ where
                         let e = pep479(py, e);
                         delivered = Some(e.value(py).clone().into_any());
                         io.interrupt = Some(Box::new((id, e)));
+                        interrupted = true;
                     }
                     None => return Step::Error(e),
                 },
@@ -456,9 +460,11 @@ where
         });
         // Delivered but not taken (the wait point was not polled): it
         // propagates, as if the wait point had not been interruptible.
-        let untaken = state.shared.io.borrow_mut().interrupt.take();
-        if let Some(untaken) = untaken {
-            return Step::Error(untaken.1);
+        if interrupted {
+            let untaken = state.shared.io.borrow_mut().interrupt.take();
+            if let Some(untaken) = untaken {
+                return Step::Error(untaken.1);
+            }
         }
         match poll {
             Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
