@@ -217,6 +217,7 @@ impl CoroutineDef {
     }
 
     /// [`function`](Self::function), borrowed from the cache.
+    #[inline]
     pub fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
         self.function
             .get_or_try_init(py, || {
@@ -303,6 +304,11 @@ struct Shared {
     /// The line last given to `PyGen_SetNativeLine` (0: none yet): a line
     /// is set only when it changes.
     line: Cell<u32>,
+    /// Line to report at the first step: the `NativeCoroutine::new` call
+    /// (0 once reported).  Here rather than in `CoroState` to fill the
+    /// padding: a body of up to 128 bytes is copied into the state
+    /// without a call to `memcpy`.
+    first_line: u32,
 }
 
 impl Shared {
@@ -345,9 +351,6 @@ pub(crate) fn set_current_line(line: u32) {
 struct CoroState {
     waker: LazyWaker,
     shared: Shared,
-    /// Line to report at the first step: the `NativeCoroutine::new` call
-    /// (0 once reported).
-    first_line: u32,
 }
 
 impl Drop for CoroState {
@@ -440,16 +443,14 @@ where
         // Drop a stale hook (its asyncio future) now, with the GIL held.
         drop(state.waker.reset());
 
-        let running = Running::new(frame, &state.shared);
         // The line of the `NativeCoroutine::new` call, before the first
         // await point records its own (see `crate::lines`).
-        if state.first_line != 0 {
-            if state.shared.line.get() != state.first_line {
-                state.shared.line.set(state.first_line);
-                frame.set_line(state.first_line);
-            }
-            state.first_line = 0;
+        let first_line = std::mem::take(&mut state.shared.first_line);
+        if first_line != 0 && state.shared.line.get() != first_line {
+            state.shared.line.set(first_line);
+            frame.set_line(first_line);
         }
+        let running = Running::new(frame, &state.shared);
         let poll = CURRENT.with(|current| {
             current.set(&running, || {
                 raw::with_lazy_waker(&state.waker, |waker| {
@@ -501,6 +502,7 @@ impl Builder {
     /// Create the coroutine running `future`.  A future of at most
     /// `INLINE_FUTURE_MAX` (256) bytes lives inline in the coroutine
     /// object; a larger (or over-aligned) one is boxed.
+    #[inline(always)]
     pub fn build<F>(self, py: Python<'_>, future: F) -> PyResult<Bound<'_, PyAny>>
     where
         F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
@@ -508,8 +510,10 @@ impl Builder {
         let func = self.def.function_ref(py)?;
         let state = CoroState {
             waker: LazyWaker::default(),
-            shared: Shared::default(),
-            first_line: self.location.line(),
+            shared: Shared {
+                first_line: self.location.line(),
+                ..Shared::default()
+            },
         };
         if FrameDef::<Body<F>>::FITS && size_of::<F>() <= INLINE_FUTURE_MAX {
             raw::new_native_object(

