@@ -30,6 +30,16 @@
 //!    `Pending` with an awaitable requested awaits it (`AWAIT`), otherwise
 //!    the coroutine suspends as [`crate::runtime`] describes.
 //!
+//! # Memory
+//!
+//! A coroutine is one Python object and, usually, no other allocation: the
+//! future lives inline in the native state (pinned there; boxed only when
+//! larger than 256 bytes or aligned to more than 16), beside the slot the
+//! step shares with [`py_await`] and the waker's state.  The shared
+//! [`crate::waker::WakeSignal`] behind the waker is allocated only when a
+//! future keeps a clone of its waker or the coroutine waits for it (see
+//! [`crate::waker::LazyWaker`]).
+//!
 //! # Garbage collection
 //!
 //! Python objects captured by the future are invisible to the cyclic GC
@@ -69,23 +79,25 @@
 //! });
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::mem::size_of;
+use std::num::NonZeroU64;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
-use crate::ffi;
-use crate::raw::{self, NativeBody, Step, Visit};
+use crate::raw::{
+    self, Frame, FrameDef, Kind, NativeBody, PinPair, Running, ScopedRef, Sent, Step,
+};
 use crate::runtime::{self, Suspend};
-use crate::waker::WakeSignal;
+use crate::waker::LazyWaker;
 
 /// The boxed future a native coroutine runs.
 pub type BoxFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send + 'static>>;
@@ -201,6 +213,12 @@ impl CoroutineDef {
     /// The function over the native code object (made once, then cached
     /// for the process; sub-interpreters are not supported).
     pub fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.function_ref(py).map(Borrowed::to_owned)
+    }
+
+    /// [`function`](Self::function), borrowed from the cache.
+    #[inline]
+    pub fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
         self.function
             .get_or_try_init(py, || {
                 let (firstlineno, nlines) = self.lines();
@@ -214,7 +232,7 @@ impl CoroutineDef {
                 )?;
                 raw::new_function(&code, &self.globals(py)?).map(Bound::unbind)
             })
-            .map(|f| f.bind(py).clone())
+            .map(|f| f.bind_borrowed(py))
     }
 }
 
@@ -248,110 +266,161 @@ macro_rules! coroutine_def {
 
 /// Per-coroutine slot between the step function and the [`PyAwait`]
 /// futures polled inside it.
+///
+/// Kept small (it is written into every coroutine): ids are non-zero, the
+/// rarely set exceptions are boxed.
 #[derive(Default)]
 struct Io {
-    next_id: u64,
+    /// The last id given to a PyAwait or a wait point (ids start at 1).
+    last_id: u64,
     /// Asked for during this poll: (PyAwait id, awaitable).
-    request: Option<(u64, Py<PyAny>)>,
+    request: Option<(Id, Py<PyAny>)>,
     /// The PyAwait whose awaitable CPython is driving.
-    waiting: Option<u64>,
+    waiting: Option<Id>,
     /// Delivered to that PyAwait at the next poll.
-    reply: Option<(u64, PyResult<Py<PyAny>>)>,
-    /// Line to report at the first step: the `NativeCoroutine::new` call.
-    line: Option<u32>,
-    /// Objects owned by the coroutine (visited by the GC).
-    held: Vec<Py<PyAny>>,
+    reply: Option<(Id, Reply)>,
     /// The `Interruptible` wait point the last poll suspended in.
-    listening: Option<u64>,
+    listening: Option<Id>,
     /// An exception thrown in at that wait point, delivered at the next poll.
-    interrupt: Option<(u64, PyErr)>,
+    interrupt: Option<Box<(Id, PyErr)>>,
 }
 
-type SharedIo = Arc<Mutex<Io>>;
+type Id = NonZeroU64;
 
-fn lock(io: &SharedIo) -> MutexGuard<'_, Io> {
-    io.lock().unwrap_or_else(|p| p.into_inner())
+/// What a PyAwait receives: the result, or the (boxed) exception.
+type Reply = Result<Py<PyAny>, Box<PyErr>>;
+
+impl Io {
+    fn new_id(&mut self) -> Id {
+        self.last_id += 1;
+        Id::new(self.last_id).unwrap_or(Id::MAX)
+    }
+}
+
+/// What the futures polled by a step reach through [`CURRENT`].
+#[derive(Default)]
+struct Shared {
+    io: RefCell<Io>,
+    /// The line last given to `PyGen_SetNativeLine` (0: none yet): a line
+    /// is set only when it changes.
+    line: Cell<u32>,
+    /// Line to report at the first step: the `NativeCoroutine::new` call
+    /// (0 once reported).  Here rather than in `CoroState` to fill the
+    /// padding: a body of up to 128 bytes is copied into the state
+    /// without a call to `memcpy`.
+    first_line: u32,
+}
+
+impl Shared {
+    fn set_line(&self, running: &Running<'_, Shared>, line: u32) {
+        if self.line.get() != line {
+            self.line.set(line);
+            running.set_line(line);
+        }
+    }
 }
 
 thread_local! {
-    /// The coroutine whose future is being polled on this thread.
-    static CURRENT: RefCell<Option<SharedIo>> = const { RefCell::new(None) };
-}
-
-/// Sets [`CURRENT`] for the duration of a poll and restores the previous
-/// value (a poll may run Python code that steps another native coroutine).
-struct CurrentGuard(Option<SharedIo>);
-
-impl CurrentGuard {
-    fn enter(io: &SharedIo) -> Self {
-        CurrentGuard(CURRENT.with(|c| c.replace(Some(io.clone()))))
-    }
-}
-
-impl Drop for CurrentGuard {
-    fn drop(&mut self) {
-        let prev = self.0.take();
-        CURRENT.with(|c| *c.borrow_mut() = prev);
-    }
+    /// The coroutine whose future is being polled on this thread
+    /// (innermost: a poll may run Python code that steps another one).
+    static CURRENT: ScopedRef<Shared> = const { ScopedRef::new() };
 }
 
 fn with_current<R>(f: impl FnOnce(Option<&mut Io>) -> R) -> R {
-    let io = CURRENT.with(|c| c.borrow().clone());
-    match io {
-        Some(io) => f(Some(&mut lock(&io))),
-        None => f(None),
-    }
+    CURRENT.with(|current| {
+        current.with(|running| match running {
+            Some(running) => f(Some(&mut running.user().io.borrow_mut())),
+            None => f(None),
+        })
+    })
 }
 
-/// The body stored in the coroutine's native state.
-struct Body {
-    future: BoxFuture,
-    signal: Arc<WakeSignal>,
-    waker: Waker,
-    io: SharedIo,
-}
-
-static FRAME_DEF: ffi::PyNativeFrameDef = raw::frame_def::<Body>();
-
-impl Body {
-    fn suspend(&mut self, py: Python<'_>) -> Step {
-        let request = {
-            let mut io = lock(&self.io);
-            // A reply nobody took: an exception in it was not handled by
-            // the body, so it propagates; a value is kept for its PyAwait
-            // (or overwritten by the next reply if that was dropped).
-            match io.reply.take() {
-                Some((_, Err(e))) => return Step::Error(e),
-                other => io.reply = other,
+/// For [`crate::lines`]: set the line of the native coroutine whose future
+/// is being polled (no-op outside a poll, or if it is the line set last).
+pub(crate) fn set_current_line(line: u32) {
+    CURRENT.with(|current| {
+        current.with(|running| {
+            if let Some(running) = running {
+                running.user().set_line(running, line);
             }
-            io.request.take().map(|(id, obj)| {
-                io.waiting = Some(id);
-                obj
-            })
-        };
-        if let Some(obj) = request {
-            return Step::Await(obj);
-        }
-        match runtime::suspend(py, &self.signal) {
-            Ok(Suspend::BareYield) => Step::Yield(py.None()),
-            Ok(Suspend::Await(fut)) => Step::Await(fut),
-            Err(e) => Step::Raise(e),
-        }
+        })
+    })
+}
+
+/// The bookkeeping of a native coroutine, beside its future.
+struct CoroState {
+    waker: LazyWaker,
+    shared: Shared,
+}
+
+impl Drop for CoroState {
+    fn drop(&mut self) {
+        // Runs in `clear`, GIL held, before the future is dropped.
+        // Release the Python objects the waker's hook owns now: a waker
+        // clone may outlive the coroutine in another thread.  The slot's
+        // objects are released with the fields, right after.
+        drop(self.waker.reset());
     }
 }
 
-impl NativeBody for Body {
-    fn step(&mut self, py: Python<'_>, coro: &Bound<'_, PyAny>, sent: PyResult<Py<PyAny>>) -> Step {
+/// The body stored in the coroutine's native state: the future, inline
+/// (pinned in the state: no allocation), or boxed when it is too large
+/// or over-aligned for it (see [`Builder::build`]).
+type Body<F> = PinPair<CoroState, F>;
+
+/// Largest future kept inline in the coroutine object (bytes); a larger
+/// one is boxed, so that the object stays small for CPython's allocator.
+const INLINE_FUTURE_MAX: usize = 256;
+
+fn suspend(py: Python<'_>, state: &CoroState) -> Step {
+    let request = {
+        let mut io = state.shared.io.borrow_mut();
+        // A reply nobody took: an exception in it was not handled by
+        // the body, so it propagates; a value is kept for its PyAwait
+        // (or overwritten by the next reply if that was dropped).
+        match io.reply.take() {
+            Some((_, Err(e))) => return Step::Error(*e),
+            other => io.reply = other,
+        }
+        io.request.take().map(|(id, obj)| {
+            io.waiting = Some(id);
+            obj
+        })
+    };
+    if let Some(obj) = request {
+        return Step::Await(obj);
+    }
+    match runtime::suspend(py, state.waker.signal()) {
+        Ok(Suspend::BareYield) => Step::Yield(py.None()),
+        Ok(Suspend::Await(fut)) => Step::Await(fut),
+        Err(e) => Step::Raise(e),
+    }
+}
+
+impl<F> NativeBody for Body<F>
+where
+    F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
+{
+    fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, sent: Sent<'_, 'py>) -> Step {
+        let py = frame.py();
+        let (state, future) = self.project();
         // The exception that came in, to tell propagation from a new raise.
-        let mut delivered: Option<Py<PyAny>> = None;
+        let mut delivered: Option<Bound<'py, PyAny>> = None;
+        // Whether it went to a wait point (`Io::interrupt`, empty between
+        // steps).
+        let mut interrupted = false;
         {
-            let mut io = lock(&self.io);
+            let mut io = state.shared.io.borrow_mut();
             let listening = io.listening.take();
             match (io.waiting.take(), sent) {
                 (Some(id), sent) => {
-                    if let Err(e) = &sent {
-                        delivered = Some(e.value(py).clone().into_any().unbind());
-                    }
+                    let sent = match sent {
+                        Ok(v) => Ok(v.to_owned().unbind()),
+                        Err(e) => {
+                            delivered = Some(e.value(py).clone().into_any());
+                            Err(Box::new(e))
+                        }
+                    };
                     io.reply = Some((id, sent));
                 }
                 // Resumed after a bare yield or a wake-up future: the value
@@ -363,33 +432,40 @@ impl NativeBody for Body {
                 (None, Err(e)) => match listening {
                     Some(id) => {
                         let e = pep479(py, e);
-                        delivered = Some(e.value(py).clone().into_any().unbind());
-                        io.interrupt = Some((id, e));
+                        delivered = Some(e.value(py).clone().into_any());
+                        io.interrupt = Some(Box::new((id, e)));
+                        interrupted = true;
                     }
                     None => return Step::Error(e),
                 },
             }
         }
         // Drop a stale hook (its asyncio future) now, with the GIL held.
-        drop(self.signal.reset());
+        drop(state.waker.reset());
 
-        let poll = {
-            let _current = CurrentGuard::enter(&self.io);
-            let _lines = crate::lines::StepGuard::enter(coro);
-            // The line of the `NativeCoroutine::new` call, before the
-            // first await point records its own (see `crate::lines`).
-            let first_line = lock(&self.io).line.take();
-            if let Some(line) = first_line {
-                crate::lines::set_line(line);
-            }
-            let mut cx = Context::from_waker(&self.waker);
-            catch_unwind(AssertUnwindSafe(|| self.future.as_mut().poll(&mut cx)))
-        };
+        // The line of the `NativeCoroutine::new` call, before the first
+        // await point records its own (see `crate::lines`).
+        let first_line = std::mem::take(&mut state.shared.first_line);
+        if first_line != 0 && state.shared.line.get() != first_line {
+            state.shared.line.set(first_line);
+            frame.set_line(first_line);
+        }
+        let running = Running::new(frame, &state.shared);
+        let poll = CURRENT.with(|current| {
+            current.set(&running, || {
+                raw::with_lazy_waker(&state.waker, |waker| {
+                    let mut cx = Context::from_waker(waker);
+                    catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx)))
+                })
+            })
+        });
         // Delivered but not taken (the wait point was not polled): it
         // propagates, as if the wait point had not been interruptible.
-        let untaken = lock(&self.io).interrupt.take();
-        if let Some((_, e)) = untaken {
-            return Step::Error(e);
+        if interrupted {
+            let untaken = state.shared.io.borrow_mut().interrupt.take();
+            if let Some(untaken) = untaken {
+                return Step::Error(untaken.1);
+            }
         }
         match poll {
             Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
@@ -401,33 +477,8 @@ impl NativeBody for Body {
             }
             // Made or re-raised by the body: `raise e`.
             Ok(Poll::Ready(Err(e))) => Step::Raise(e),
-            Ok(Poll::Pending) => self.suspend(py),
+            Ok(Poll::Pending) => suspend(py, state),
         }
-    }
-
-    fn traverse(&self, visit: &Visit<'_>) -> Result<(), std::ffi::c_int> {
-        // The GC runs with the GIL held, never during a poll of this body
-        // (a poll that triggers a collection holds the lock only briefly,
-        // never across Python calls), so the lock is free.
-        if let Ok(io) = self.io.try_lock() {
-            for obj in &io.held {
-                visit.call(obj)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        // Runs in `clear`, GIL held.  Release the Python objects the waker
-        // and the slot own now: a waker clone may outlive the coroutine in
-        // another thread.  The future itself is dropped with the fields.
-        drop(self.signal.reset());
-        // Take the objects out, then release them outside the lock (a
-        // `__del__` may run and trigger the GC, whose traverse tries it).
-        let io = std::mem::take(&mut *lock(&self.io));
-        drop(io);
     }
 }
 
@@ -448,25 +499,40 @@ impl Builder {
         self
     }
 
-    /// Create the coroutine running `future`.
+    /// Create the coroutine running `future`.  A future of at most
+    /// `INLINE_FUTURE_MAX` (256) bytes lives inline in the coroutine
+    /// object; a larger (or over-aligned) one is boxed.
+    #[inline(always)]
     pub fn build<F>(self, py: Python<'_>, future: F) -> PyResult<Bound<'_, PyAny>>
     where
         F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
     {
-        let func = self.def.function(py)?;
-        let signal = Arc::new(WakeSignal::default());
-        let io = Arc::new(Mutex::new(Io {
-            held: self.held,
-            line: Some(self.location.line()),
-            ..Io::default()
-        }));
-        let body = Body {
-            future: Box::pin(future),
-            waker: Waker::from(signal.clone()),
-            signal,
-            io,
+        let func = self.def.function_ref(py)?;
+        let state = CoroState {
+            waker: LazyWaker::default(),
+            shared: Shared {
+                first_line: self.location.line(),
+                ..Shared::default()
+            },
         };
-        raw::new_native_coroutine(&func, &FRAME_DEF, body)
+        if FrameDef::<Body<F>>::FITS && size_of::<F>() <= INLINE_FUTURE_MAX {
+            raw::new_native_object(
+                func,
+                &FrameDef::<Body<F>>::DEF,
+                Body::new(state, future),
+                self.held,
+                Kind::Coroutine,
+            )
+        } else {
+            let future: BoxFuture = Box::pin(future);
+            raw::new_native_object(
+                func,
+                &FrameDef::<Body<BoxFuture>>::DEF,
+                Body::new(state, future),
+                self.held,
+                Kind::Coroutine,
+            )
+        }
     }
 }
 
@@ -526,7 +592,7 @@ pub(crate) fn take_interrupt(id: u64) -> Option<PyErr> {
     with_current(|io| {
         let io = io?;
         match io.interrupt.take() {
-            Some((to, err)) if to == id => Some(err),
+            Some(interrupt) if interrupt.0.get() == id => Some(interrupt.1),
             other => {
                 io.interrupt = other;
                 None
@@ -541,19 +607,20 @@ pub(crate) fn take_interrupt(id: u64) -> Option<PyErr> {
 pub(crate) fn listen(id: Option<u64>) -> Option<u64> {
     with_current(|io| {
         let io = io?;
-        let id = id.unwrap_or_else(|| {
-            io.next_id += 1;
-            io.next_id - 1
-        });
+        let id = match id.and_then(Id::new) {
+            Some(id) => id,
+            None => io.new_id(),
+        };
         io.listening.get_or_insert(id);
-        Some(id)
+        Some(id.get())
     })
 }
 
 /// The `index`-th object given to [`Builder::hold`] of the coroutine being
 /// polled (a new reference), or `None` outside a native coroutine.
 pub fn held(py: Python<'_>, index: usize) -> Option<Py<PyAny>> {
-    with_current(|io| io.and_then(|io| io.held.get(index).map(|o| o.clone_ref(py))))
+    CURRENT
+        .with(|current| current.with(|running| running?.held().get(index).map(|o| o.clone_ref(py))))
 }
 
 /// Await a Python awaitable from Rust: `py_await(obj).await` makes the
@@ -574,7 +641,7 @@ pub fn py_await(awaitable: Py<PyAny>) -> PyAwait {
 
 enum AwaitState {
     Start(Py<PyAny>),
-    Waiting(u64),
+    Waiting(Id),
     Done,
 }
 
@@ -589,51 +656,131 @@ impl Future for PyAwait {
     type Output = PyResult<Py<PyAny>>;
 
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let location = self.location;
-        if matches!(self.state, AwaitState::Start(_)) {
-            crate::lines::record(location);
-        }
-        let state = std::mem::replace(&mut self.state, AwaitState::Done);
-        let (next, out) = with_current(|io| {
-            let Some(io) = io else {
-                return (
-                    AwaitState::Done,
-                    Poll::Ready(Err(PyRuntimeError::new_err(
-                        "py_await() polled outside a native coroutine step",
-                    ))),
-                );
-            };
-            match state {
-                AwaitState::Start(obj) => {
+        let this = &mut *self;
+        let outside = || {
+            Poll::Ready(Err(PyRuntimeError::new_err(
+                "py_await() polled outside a native coroutine step",
+            )))
+        };
+        // One look-up of the running step, which sets the line and takes
+        // the slot.
+        match std::mem::replace(&mut this.state, AwaitState::Done) {
+            AwaitState::Start(obj) => CURRENT.with(|current| {
+                current.with(|running| {
+                    let Some(running) = running else {
+                        return outside();
+                    };
+                    let shared = running.user();
+                    shared.set_line(running, this.location.line());
+                    let mut io = shared.io.borrow_mut();
                     if io.request.is_some() {
-                        return (
-                            AwaitState::Done,
-                            Poll::Ready(Err(PyRuntimeError::new_err(
-                                "a native coroutine can await only one Python awaitable at a time",
-                            ))),
-                        );
+                        return Poll::Ready(Err(PyRuntimeError::new_err(
+                            "a native coroutine can await only one Python awaitable at a time",
+                        )));
                     }
-                    let id = io.next_id;
-                    io.next_id += 1;
+                    let id = io.new_id();
                     io.request = Some((id, obj));
-                    (AwaitState::Waiting(id), Poll::Pending)
-                }
-                AwaitState::Waiting(id) => match io.reply.take() {
-                    Some((rid, result)) if rid == id => (AwaitState::Done, Poll::Ready(result)),
-                    other => {
-                        io.reply = other;
-                        (AwaitState::Waiting(id), Poll::Pending)
+                    this.state = AwaitState::Waiting(id);
+                    Poll::Pending
+                })
+            }),
+            AwaitState::Waiting(id) => CURRENT.with(|current| {
+                current.with(|running| {
+                    let Some(running) = running else {
+                        return outside();
+                    };
+                    let mut io = running.user().io.borrow_mut();
+                    match io.reply.take() {
+                        Some((rid, result)) if rid == id => Poll::Ready(result.map_err(|e| *e)),
+                        other => {
+                            io.reply = other;
+                            this.state = AwaitState::Waiting(id);
+                            Poll::Pending
+                        }
                     }
-                },
-                AwaitState::Done => (
-                    AwaitState::Done,
-                    Poll::Ready(Err(PyRuntimeError::new_err(
-                        "PyAwait polled after completion",
-                    ))),
-                ),
+                })
+            }),
+            AwaitState::Done => Poll::Ready(Err(PyRuntimeError::new_err(
+                "PyAwait polled after completion",
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `coro.send(None)` until it finishes; its return value.
+    fn run_to_end(coro: &Bound<'_, PyAny>) -> Py<PyAny> {
+        let py = coro.py();
+        for _ in 0..100 {
+            match coro.call_method1("send", (py.None(),)) {
+                Ok(_) => continue,
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+                    return e.value(py).getattr("value").unwrap().unbind();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("did not finish");
+    }
+
+    #[repr(align(64))]
+    struct Aligned(u64);
+
+    #[test]
+    fn inline_boxed_and_overaligned_futures_run() {
+        Python::attach(|py| {
+            // Inline (small), boxed (large) and boxed (over-aligned) bodies,
+            // each suspending once (so the state is read back after a poll).
+            let small = NativeCoroutine::new(py, crate::coroutine_def!("small"), async {
+                crate::yield_now().await;
+                Python::attach(|py| Ok(1u32.into_pyobject(py)?.into_any().unbind()))
+            })
+            .unwrap();
+            let big = [7u8; 4 * INLINE_FUTURE_MAX];
+            let large = NativeCoroutine::new(py, crate::coroutine_def!("large"), async move {
+                crate::yield_now().await;
+                let sum: u32 = big.iter().map(|&b| u32::from(b)).sum();
+                Python::attach(|py| Ok(sum.into_pyobject(py)?.into_any().unbind()))
+            })
+            .unwrap();
+            let aligned = Aligned(3);
+            let over = NativeCoroutine::new(py, crate::coroutine_def!("over"), async move {
+                crate::yield_now().await;
+                let v = aligned.0;
+                Python::attach(|py| Ok(v.into_pyobject(py)?.into_any().unbind()))
+            })
+            .unwrap();
+            for (coro, want) in [(small, 1u64), (large, 7 * 4 * 256), (over, 3)] {
+                let got: u64 = run_to_end(&coro).extract(py).unwrap();
+                assert_eq!(got, want);
             }
         });
-        self.state = next;
-        out
+    }
+
+    #[test]
+    fn waker_clone_outlives_the_coroutine() {
+        // A clone of the (borrowed, lazy) waker made during a poll is an
+        // owned waker of the shared signal: it stays valid after the
+        // coroutine is gone.
+        let kept: std::sync::Arc<std::sync::Mutex<Option<std::task::Waker>>> = Default::default();
+        let k = kept.clone();
+        Python::attach(|py| {
+            let coro = NativeCoroutine::new(py, crate::coroutine_def!("keep_waker"), async move {
+                std::future::poll_fn(|cx| {
+                    *k.lock().unwrap() = Some(cx.waker().clone());
+                    cx.waker().wake_by_ref();
+                    Poll::Ready(())
+                })
+                .await;
+                Ok(Python::attach(|py| py.None()))
+            })
+            .unwrap();
+            run_to_end(&coro);
+        });
+        let waker = kept.lock().unwrap().take().unwrap();
+        std::thread::spawn(move || waker.wake()).join().unwrap();
     }
 }

@@ -48,7 +48,7 @@
 //! });
 //! ```
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 
 use pyo3::BoundObject;
 use pyo3::prelude::*;
@@ -56,8 +56,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 use crate::coroutine::CoroutineDef;
-use crate::ffi;
-use crate::raw::{self, Kind, NativeBody, Step, Visit};
+use crate::raw::{self, Frame, FrameDef, Kind, NativeBody, Sent, Step};
 
 /// The static description of one native generator or async generator
 /// "def": a [`CoroutineDef`] (file, name, lines, globals) and the kind of
@@ -102,6 +101,11 @@ impl GeneratorDef {
     /// and lines of the base's coroutine code, and its globals are the
     /// base function's.
     pub fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.function_ref(py).map(Borrowed::to_owned)
+    }
+
+    /// [`function`](Self::function), borrowed from the cache.
+    pub fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
         self.function
             .get_or_try_init(py, || {
                 let base = self.base.function(py)?;
@@ -126,7 +130,7 @@ impl GeneratorDef {
                 let globals = base.getattr("__globals__")?.cast_into::<PyDict>()?;
                 raw::new_function(&code, &globals).map(Bound::unbind)
             })
-            .map(|f| f.bind(py).clone())
+            .map(|f| f.bind_borrowed(py))
     }
 }
 
@@ -168,33 +172,38 @@ macro_rules! async_generator_def {
 /// The boxed iterator a native generator runs.
 pub type BoxIter = Box<dyn Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static>;
 
-/// The body stored in the generator's native state.
-struct IterBody {
-    iter: BoxIter,
+/// The body stored in the generator's native state: the function that
+/// makes the next item, inline (or boxed if it is over-aligned for the
+/// state).
+struct FnBody<G> {
+    next: G,
 }
 
-static GEN_FRAME_DEF: ffi::PyNativeFrameDef = raw::frame_def::<IterBody>();
+// The function is never pinned (it is called through `&mut`).
+impl<G> Unpin for FnBody<G> {}
 
-impl NativeBody for IterBody {
-    fn step(&mut self, py: Python<'_>, _gen: &Bound<'_, PyAny>, sent: PyResult<Py<PyAny>>) -> Step {
+impl<G> NativeBody for FnBody<G>
+where
+    G: FnMut(Python<'_>) -> Option<PyResult<Py<PyAny>>> + Send + 'static,
+{
+    fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, sent: Sent<'_, 'py>) -> Step {
+        let py = frame.py();
         if let Err(e) = sent {
             // throw() or close(): nothing in an iterator can catch it.
             return Step::Error(e);
         }
-        match catch_unwind(AssertUnwindSafe(|| self.iter.next())) {
-            Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
-            Ok(Some(Ok(v))) => Step::Yield(v),
-            Ok(Some(Err(e))) => Step::Raise(e),
-            Ok(None) => Step::Return(py.None()),
+        // A panic here is caught by the step (`raw`), raised as
+        // `PanicException`, and finishes the generator.
+        match (Pin::into_inner(self).next)(py) {
+            Some(Ok(v)) => Step::Yield(v),
+            Some(Err(e)) => Step::Raise(e),
+            None => Step::Return(py.None()),
         }
     }
-
-    fn traverse(&self, _visit: &Visit<'_>) -> Result<(), std::ffi::c_int> {
-        // Objects captured by the iterator are invisible to the GC (see
-        // the `coroutine` module docs).
-        Ok(())
-    }
 }
+
+/// The boxed item function of an over-aligned one.
+type BoxFn = Box<dyn FnMut(Python<'_>) -> Option<PyResult<Py<PyAny>>> + Send + 'static>;
 
 /// Namespace of the constructors of native generators.
 pub struct NativeGenerator;
@@ -208,16 +217,63 @@ impl NativeGenerator {
     pub fn new<'py, I>(
         py: Python<'py>,
         def: &'static GeneratorDef,
-        iter: I,
+        mut iter: I,
     ) -> PyResult<Bound<'py, PyAny>>
     where
         I: Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static,
     {
-        let func = def.function(py)?;
-        let body = IterBody {
-            iter: Box::new(iter),
-        };
-        raw::new_native_object(&func, &GEN_FRAME_DEF, body, Kind::Generator)
+        Self::from_fn(py, def, move |_| iter.next())
+    }
+
+    /// A true generator whose items are made by `next`, called with the
+    /// GIL token of each step: `Some(Ok(v))` yields `v`, `Some(Err(e))`
+    /// raises `e` and `None` ends it, as the items of an iterator given to
+    /// [`new`](Self::new) do.
+    ///
+    /// ```
+    /// use pyo3::prelude::*;
+    /// use pycoro::{NativeGenerator, generator_def};
+    ///
+    /// Python::attach(|py| {
+    ///     let mut i = 0u32;
+    ///     let g = NativeGenerator::from_fn(py, generator_def!("upto3"), move |py| {
+    ///         i += 1;
+    ///         (i <= 3).then(|| Ok(i.into_pyobject(py).unwrap().into_any().unbind()))
+    ///     })
+    ///     .unwrap();
+    ///     let items: Vec<u32> = py
+    ///         .import("builtins").unwrap().getattr("list").unwrap()
+    ///         .call1((g,)).unwrap().extract().unwrap();
+    ///     assert_eq!(items, [1, 2, 3]);
+    /// });
+    /// ```
+    pub fn from_fn<'py, G>(
+        py: Python<'py>,
+        def: &'static GeneratorDef,
+        next: G,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        G: FnMut(Python<'_>) -> Option<PyResult<Py<PyAny>>> + Send + 'static,
+    {
+        let func = def.function_ref(py)?;
+        if FrameDef::<FnBody<G>>::FITS {
+            raw::new_native_object(
+                func,
+                &FrameDef::<FnBody<G>>::DEF,
+                FnBody { next },
+                Vec::new(),
+                Kind::Generator,
+            )
+        } else {
+            let next: BoxFn = Box::new(next);
+            raw::new_native_object(
+                func,
+                &FrameDef::<FnBody<BoxFn>>::DEF,
+                FnBody { next },
+                Vec::new(),
+                Kind::Generator,
+            )
+        }
     }
 
     /// [`new`](Self::new) for an iterator of plain Rust values, each
@@ -232,13 +288,14 @@ impl NativeGenerator {
         I::IntoIter: Send + 'static,
         I::Item: for<'a> IntoPyObject<'a>,
     {
-        let items = iter.into_iter().map(|item| {
-            Python::attach(|py| {
+        let mut iter = iter.into_iter();
+        Self::from_fn(py, def, move |py| {
+            let item = iter.next()?;
+            Some(
                 item.into_pyobject(py)
                     .map(|obj| obj.into_any().unbind())
-                    .map_err(Into::into)
-            })
-        });
-        Self::new(py, def, items)
+                    .map_err(Into::into),
+            )
+        })
     }
 }

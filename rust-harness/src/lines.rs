@@ -77,7 +77,6 @@
 //! });
 //! ```
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::panic::Location;
 use std::path::Path;
@@ -86,48 +85,11 @@ use std::task::{Context, Poll};
 
 use pyo3::prelude::*;
 
-use crate::raw;
-
-thread_local! {
-    /// The native coroutine whose step runs on this thread (innermost).
-    static RUNNING: RefCell<Option<Py<PyAny>>> = const { RefCell::new(None) };
-}
-
-/// Makes `coro` the target of [`record`] for the duration of one poll and
-/// restores the previous target (a step may run Python code that steps
-/// another native coroutine).
-pub(crate) struct StepGuard(Option<Py<PyAny>>);
-
-impl StepGuard {
-    pub(crate) fn enter(coro: &Bound<'_, PyAny>) -> Self {
-        StepGuard(RUNNING.with(|r| r.replace(Some(coro.clone().unbind()))))
-    }
-}
-
-impl Drop for StepGuard {
-    fn drop(&mut self) {
-        let prev = self.0.take();
-        let ours = RUNNING.with(|r| std::mem::replace(&mut *r.borrow_mut(), prev));
-        drop(ours);
-    }
-}
-
 /// Set the line of the running native frame to `line` (no-op outside a
-/// step).  Never fails: a line outside the code's span is clamped by
-/// CPython.
+/// step, or when it is the line set last).  Never fails: a line outside
+/// the code's span is clamped by CPython.
 pub(crate) fn set_line(line: u32) {
-    RUNNING.with(|r| {
-        if let Some(coro) = r.borrow().as_ref() {
-            Python::attach(|py| {
-                // Only fails if the coroutine is not running, which it is
-                // while RUNNING names it (PyGen_SetNativeLine runs no
-                // Python code, so the borrow is never re-entered).
-                if let Err(e) = raw::set_native_line(coro.bind(py), line) {
-                    drop(e);
-                }
-            });
-        }
-    });
+    crate::coroutine::set_current_line(line);
 }
 
 /// Record `location` as the current line of the running native frame.

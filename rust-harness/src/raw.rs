@@ -5,20 +5,41 @@
 //!
 //! What this layer does:
 //! - creates the code object, function and coroutine of a native frame;
-//! - places a Rust value (a [`NativeBody`]) in the coroutine's native state
-//!   and hands CPython the three callbacks of a [`ffi::PyNativeFrameDef`]
-//!   (`step`, `traverse`, `clear`), which translate between the C contract
-//!   and the safe [`NativeBody`] trait, and never let a panic unwind into C.
+//! - places a Rust value (a [`NativeBody`]), pinned, and the Python objects
+//!   it holds in the coroutine's native state, and hands CPython the three
+//!   callbacks of a [`ffi::PyNativeFrameDef`] (`step`, `traverse`,
+//!   `clear`), which translate between the C contract and the safe
+//!   [`NativeBody`] trait, and never let a panic unwind into C;
+//! - the few tools the safe layers need for a cheap step: a waker borrowed
+//!   from the state ([`with_lazy_waker`]), a thread-local reference to the
+//!   running step ([`ScopedRef`]), the projection of a pinned body
+//!   ([`PinPair`]).
+//!
+//! # Cost
+//!
+//! The step is the hot path of every `await` (benches/analysis.md): it
+//! borrows what CPython passes (no reference counting), counts the thread
+//! as attached through pyo3's own callback trampoline instead of
+//! `PyGILState_Ensure` (see "Counting the thread as attached" below), and
+//! needs no heap allocation: the body lives inline in the state.
 
+use std::cell::Cell;
 use std::ffi::{c_int, c_void};
-use std::mem::{MaybeUninit, align_of, size_of};
+use std::marker::PhantomData;
+use std::mem::{ManuallyDrop, MaybeUninit, align_of, size_of};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{RawWaker, RawWakerVTable, Waker};
 
 use pyo3::exceptions::{PySystemError, PyTypeError};
+// pyo3's callback trampolines (public, `#[doc(hidden)]`): see "Counting
+// the thread as attached" below.
+use pyo3::impl_::trampoline::{MethodDef, unaryfunc};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::ffi;
+use crate::waker::LazyWaker;
 
 /// What a native body asks its frame to do after a step (the safe mirror of
 /// [`ffi::PyNativeStep`]).
@@ -38,20 +59,21 @@ pub enum Step {
     Error(PyErr),
 }
 
+/// What a step receives: the value sent in (borrowed for the step) or the
+/// exception thrown in / raised by the awaited object.
+pub type Sent<'a, 'py> = PyResult<Borrowed<'a, 'py, PyAny>>;
+
 /// A Rust value that runs as the body of a native frame.
 ///
-/// [`frame_def`] turns an implementation into the C callbacks; the value is
-/// stored inline in the coroutine (see [`new_native_coroutine`]) and dropped by the
-/// frame's `clear` callback.
+/// [`frame_def`] (or [`FrameDef::DEF`]) turns an implementation into the C
+/// callbacks; the value is stored inline in the object (see
+/// [`new_native_object`]), never moves while it lives there (hence
+/// `Pin`), and is dropped by the frame's `clear` callback.
 pub trait NativeBody: Send + 'static {
     /// Advance the body.  `sent` is the value sent in (`None` on the first
     /// step, or the result of an awaitable returned with [`Step::Await`]),
     /// or the exception thrown in / raised by that awaitable.
-    fn step(&mut self, py: Python<'_>, coro: &Bound<'_, PyAny>, sent: PyResult<Py<PyAny>>) -> Step;
-
-    /// Visit the Python objects this body owns (cyclic GC).  Must not call
-    /// into Python.
-    fn traverse(&self, visit: &Visit<'_>) -> Result<(), c_int>;
+    fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, sent: Sent<'_, 'py>) -> Step;
 
     /// Called with the GIL held when the exception raised by a panic in
     /// `drop` (during `clear`) cannot be propagated; the default reports it
@@ -61,46 +83,81 @@ pub trait NativeBody: Send + 'static {
     }
 }
 
-/// The native state as laid out in the coroutine: zero-filled by CPython, so
-/// `init == false` until [`init_state`] writes the body.
-#[repr(C)]
-struct Slot<B> {
-    init: bool,
-    body: MaybeUninit<B>,
+/// The frame whose step runs: what a [`NativeBody::step`] can reach besides
+/// its own state.
+pub struct Frame<'a, 'py> {
+    gen_: Borrowed<'a, 'py, PyAny>,
+    held: &'a [Py<PyAny>],
 }
 
-/// The GC visitor passed to [`NativeBody::traverse`].
-pub struct Visit<'a> {
-    visit: ffi::visitproc,
-    arg: *mut c_void,
-    _marker: std::marker::PhantomData<&'a ()>,
-}
+impl<'a, 'py> Frame<'a, 'py> {
+    /// The GIL token of the step.
+    pub fn py(&self) -> Python<'py> {
+        self.gen_.py()
+    }
 
-impl Visit<'_> {
-    /// Visit one owned reference; `Err` carries the visitor's non-zero
-    /// result, which must be returned at once (as `Py_VISIT` does).
-    pub fn call(&self, obj: &Py<PyAny>) -> Result<(), c_int> {
-        // SAFETY: `visit`/`arg` are the pair CPython passed to our traverse
-        // callback, which is still running (the lifetime ties `self` to
-        // it); `obj` is a live object owned by the body being traversed.
-        let r = unsafe { (self.visit)(obj.as_ptr(), self.arg) };
-        if r == 0 { Ok(()) } else { Err(r) }
+    /// The coroutine (generator, async generator) being stepped.
+    pub fn object(&self) -> Borrowed<'a, 'py, PyAny> {
+        self.gen_
+    }
+
+    /// The objects given to [`new_native_object`] to hold (visited by the
+    /// GC, released by `clear`).
+    pub fn held(&self) -> &'a [Py<PyAny>] {
+        self.held
+    }
+
+    /// `PyGen_SetNativeLine(gen, line)` for the running frame.
+    #[inline]
+    pub fn set_line(&self, line: u32) {
+        set_native_line_ptr(self.gen_, line);
     }
 }
 
+/// The native state as laid out in the object: zero-filled by CPython, so
+/// `init == false` until [`new_native_object`] writes `held` and `body`.
+/// The GC's `traverse` reads `init` and `held` only, never `body`, which a
+/// running step borrows mutably.
+#[repr(C)]
+struct Slot<B> {
+    init: bool,
+    held: MaybeUninit<Vec<Py<PyAny>>>,
+    body: MaybeUninit<B>,
+}
+
 /// The frame definition for bodies of type `B`; keep it in a `static`
-/// (CPython requires it to outlive every coroutine made from it).
+/// (CPython requires it to outlive every object made from it), or use
+/// [`FrameDef::DEF`].
 pub const fn frame_def<B: NativeBody>() -> ffi::PyNativeFrameDef {
     assert!(
         align_of::<Slot<B>>() <= 16,
         "native state is only 16-byte aligned"
     );
-    ffi::PyNativeFrameDef {
+    FrameDef::<B>::DEF
+}
+
+/// The frame definition of bodies of type `B` as an associated constant:
+/// `&FrameDef::<B>::DEF` is a `&'static` (constant promotion), so generic
+/// code needs no `static` per type.  A body aligned to more than 16 bytes
+/// gets an invalid definition (`state_size` -1), which
+/// [`new_native_object`] and CPython refuse with `SystemError`.
+pub struct FrameDef<B>(PhantomData<B>);
+
+impl<B: NativeBody> FrameDef<B> {
+    /// See [`FrameDef`].
+    pub const DEF: ffi::PyNativeFrameDef = ffi::PyNativeFrameDef {
         step: Some(step_trampoline::<B>),
         traverse: Some(traverse_trampoline::<B>),
         clear: Some(clear_trampoline::<B>),
-        state_size: size_of::<Slot<B>>() as ffi::Py_ssize_t,
-    }
+        state_size: if align_of::<Slot<B>>() <= 16 {
+            size_of::<Slot<B>>() as ffi::Py_ssize_t
+        } else {
+            -1
+        },
+    };
+
+    /// Whether bodies of type `B` fit the native state's alignment.
+    pub const FITS: bool = align_of::<Slot<B>>() <= 16;
 }
 
 /// What a native frame runs as: the object its constructor makes and the
@@ -198,17 +255,20 @@ pub fn new_native_coroutine<'py, B: NativeBody>(
     def: &'static ffi::PyNativeFrameDef,
     body: B,
 ) -> PyResult<Bound<'py, PyAny>> {
-    new_native_object(func, def, body, Kind::Coroutine)
+    new_native_object(func.as_borrowed(), def, body, Vec::new(), Kind::Coroutine)
 }
 
 /// `PyCoro_NewNative`, `PyGen_NewNative` or `PyAsyncGen_NewNative(def,
 /// func, NULL, NULL)` as `kind` says (the code of `func` must be of that
-/// kind, or CPython raises `TypeError`), then the body written into the
-/// zero-filled state, as [`new_native_coroutine`] does.
+/// kind, or CPython raises `TypeError`), then `held` (objects the state
+/// owns, visited by the GC: see [`Frame::held`]) and the body written into
+/// the zero-filled state, as [`new_native_coroutine`] does.
+#[inline(always)]
 pub fn new_native_object<'py, B: NativeBody>(
-    func: &Bound<'py, PyAny>,
+    func: Borrowed<'_, 'py, PyAny>,
     def: &'static ffi::PyNativeFrameDef,
     body: B,
+    held: Vec<Py<PyAny>>,
     kind: Kind,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = func.py();
@@ -251,14 +311,11 @@ pub fn new_native_object<'py, B: NativeBody>(
     // >= size_of::<Slot<B>>() above) zero-filled bytes, 16-byte aligned
     // (checked against Slot's alignment), owned by `coro`, which nothing
     // else has seen yet: writing the slot cannot race or overwrite a body.
+    // Field by field, so that the body is moved straight into place.
     unsafe {
-        std::ptr::write(
-            slot,
-            Slot {
-                init: true,
-                body: MaybeUninit::new(body),
-            },
-        );
+        (&raw mut (*slot).held).write(MaybeUninit::new(held));
+        (&raw mut (*slot).body).write(MaybeUninit::new(body));
+        (&raw mut (*slot).init).write(true);
     }
     Ok(coro)
 }
@@ -273,6 +330,19 @@ pub fn set_native_line(coro: &Bound<'_, PyAny>, line: u32) -> PyResult<()> {
         Err(PyErr::fetch(coro.py()))
     } else {
         Ok(())
+    }
+}
+
+/// `PyGen_SetNativeLine` on a frame known to be running: it cannot fail
+/// then (and an error, were there one, is dropped: a line is not worth an
+/// exception).
+#[inline]
+fn set_native_line_ptr(gen_: Borrowed<'_, '_, PyAny>, line: u32) {
+    let line = c_int::try_from(line).unwrap_or(c_int::MAX);
+    // SAFETY: GIL held (the Borrowed carries the token); `gen_` is live.
+    let r = unsafe { ffi::PyGen_SetNativeLine(gen_.as_ptr(), line) };
+    if r < 0 {
+        drop(PyErr::take(gen_.py()));
     }
 }
 
@@ -299,22 +369,15 @@ fn set_system_error() {
 }
 
 fn step_inner<B: NativeBody>(
-    py: Python<'_>,
-    slot: &mut Slot<B>,
-    coro: &Bound<'_, PyAny>,
-    sent: PyResult<Py<PyAny>>,
+    body: Option<Pin<&mut B>>,
+    frame: &Frame<'_, '_>,
+    sent: Sent<'_, '_>,
     result: &mut *mut ffi::PyObject,
 ) -> ffi::PyNativeStep {
-    let step = if slot.init {
-        // SAFETY: `init` is true only after `new_native_coroutine` wrote a
-        // valid body; it is reset before the body is dropped.
-        let body = unsafe { slot.body.assume_init_mut() };
-        match catch_unwind(AssertUnwindSafe(|| body.step(py, coro, sent))) {
-            Ok(step) => step,
-            Err(payload) => Step::Raise(crate::panic::panic_to_pyerr(py, payload)),
-        }
-    } else {
-        Step::Raise(PySystemError::new_err("native coroutine has no body"))
+    let py = frame.py();
+    let step = match body {
+        Some(body) => body.step(frame, sent),
+        None => Step::Raise(PySystemError::new_err("native coroutine has no body")),
     };
     match step {
         Step::Return(v) => {
@@ -344,29 +407,43 @@ fn step_inner<B: NativeBody>(
 /// the exception's traceback), where `PyErr_SetRaisedException` (pyo3's
 /// `restore`) would not.
 fn raise(py: Python<'_>, err: PyErr) {
-    let value = err.into_value(py);
-    let ty = value.bind(py).get_type();
+    let value = err.into_value(py).into_bound(py);
+    let ty = value.get_type();
     // SAFETY: GIL held; `ty` is the (exception) type of `value`, both live
     // for the call; PyErr_SetObject takes its own references.
     unsafe { ffi::PyErr_SetObject(ty.as_ptr(), value.as_ptr()) }
 }
 
-/// Run `f` counted as attached by pyo3 (the thread holds the GIL already,
-/// CPython called us): a `Py` dropped inside is released at once.  With
-/// `Python::assume_attached` alone pyo3 defers such drops to its pool until
-/// the next pyo3 call, which delays `__del__`, finalizers and the "never
-/// awaited" warning of objects the body releases (e.g. a child coroutine
-/// held by a future dropped by `clear`).  While the interpreter finalizes
-/// pyo3 refuses to attach; then `f` runs with the bare token.
-fn with_attached<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
-    let mut f = Some(f);
-    let done = Python::try_attach(|py| (f.take().expect("called once"))(py));
-    match (done, f) {
-        (Some(r), _) => r,
-        // SAFETY: CPython called us with the GIL held.
-        (None, Some(f)) => f(unsafe { Python::assume_attached() }),
-        (None, None) => unreachable!("try_attach ran the closure but returned None"),
-    }
+// Counting the thread as attached.
+//
+// CPython calls `step` and `clear` with the GIL held, but pyo3 counts a
+// thread as attached only inside its own guards: a `Py` dropped outside
+// them is not released but queued in pyo3's deferred-decref pool (until
+// the next pyo3 call), which delays `__del__`, finalizers and the "never
+// awaited" warning of objects a body releases.  `Python::attach` would
+// count us in, but it calls `PyGILState_Ensure`/`Release` when pyo3's count
+// is zero (always so here: CPython, not pyo3, called us).  pyo3's own
+// callback trampolines (what a `#[pyfunction]` or a slot runs in) count
+// the thread in with no C call, assuming the GIL held as CPython
+// guarantees for them as for us; pyo3 exposes them (`#[doc(hidden)]`) for
+// its macros' generated code.  `step`/`clear` go through the one-argument
+// slot trampoline (`unaryfunc`), which passes our argument block through
+// as its object pointer: pyo3 0.30's trampolines only wrap the call
+// (count in, catch panics, count out), they never touch the pointer.
+
+/// The arguments of one `step` call, passed through pyo3's trampoline.
+struct StepCall {
+    gen_: *mut ffi::PyObject,
+    state: *mut c_void,
+    sent: *mut ffi::PyObject,
+    result: *mut *mut ffi::PyObject,
+    kind: ffi::PyNativeStep,
+}
+
+struct StepMeth<B>(PhantomData<B>);
+
+impl<B: NativeBody> MethodDef<unaryfunc::Func> for StepMeth<B> {
+    const METH: unaryfunc::Func = step_counted::<B>;
 }
 
 unsafe extern "C" fn step_trampoline<B: NativeBody>(
@@ -375,14 +452,41 @@ unsafe extern "C" fn step_trampoline<B: NativeBody>(
     sent: *mut ffi::PyObject,
     result: *mut *mut ffi::PyObject,
 ) -> ffi::PyNativeStep {
-    // SAFETY: the contract of `step_attached` is this callback's own.
-    with_attached(|py| unsafe { step_attached::<B>(py, gen_, state, sent, result) })
+    let mut call = StepCall {
+        gen_,
+        state,
+        sent,
+        result,
+        kind: ffi::PyNativeStep::PyNative_ERROR,
+    };
+    // SAFETY: CPython calls `step` with the GIL held, which is all pyo3's
+    // trampoline requires; it hands `&mut call` (live for the call) to
+    // `step_counted` untouched.  If it ever caught a panic it would set
+    // the exception and leave `kind` at ERROR: consistent.
+    unsafe { unaryfunc::<StepMeth<B>>((&raw mut call).cast()) };
+    call.kind
+}
+
+/// The step, counted as attached by pyo3.
+///
+/// # Safety
+/// `call` is the `StepCall` of `step_trampoline`; its pointers are those
+/// CPython passed to the `step` of a frame made by `FrameDef::<B>::DEF`.
+unsafe fn step_counted<B: NativeBody>(
+    py: Python<'_>,
+    call: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    // SAFETY: see the contract above.
+    let call = unsafe { &mut *call.cast::<StepCall>() };
+    // SAFETY: the contract of `step_attached` is this one.
+    call.kind = unsafe { step_attached::<B>(py, call.gen_, call.state, call.sent, call.result) };
+    Ok(std::ptr::null_mut())
 }
 
 /// The step callback, once attached.
 ///
 /// # Safety
-/// Called by CPython as the `step` of a frame made by `frame_def::<B>()`.
+/// Called by CPython as the `step` of a frame made by `FrameDef::<B>::DEF`.
 unsafe fn step_attached<B: NativeBody>(
     py: Python<'_>,
     gen_: *mut ffi::PyObject,
@@ -392,32 +496,44 @@ unsafe fn step_attached<B: NativeBody>(
 ) -> ffi::PyNativeStep {
     // SAFETY: `gen_` is the live coroutine being resumed, borrowed for the
     // duration of the call.
-    let coro = unsafe { Bound::from_borrowed_ptr(py, gen_) };
-    let sent = if sent.is_null() {
-        Err(take_raised(py).unwrap_or_else(|| {
+    let gen_ = unsafe { Borrowed::from_ptr(py, gen_) };
+    // SAFETY: `sent` is NULL or a live reference borrowed for the call.
+    let sent = match unsafe { Borrowed::from_ptr_or_opt(py, sent) } {
+        Some(v) => Ok(v),
+        None => Err(take_raised(py).unwrap_or_else(|| {
             PySystemError::new_err("native step called with NULL but no exception set")
-        }))
-    } else {
-        // SAFETY: `sent` is a live borrowed reference; we take our own.
-        Ok(unsafe { Bound::from_borrowed_ptr(py, sent) }.unbind())
+        })),
     };
-    // SAFETY: `state` is this coroutine's native state, created for bodies
-    // of type B by `frame_def::<B>()` (the callbacks and the size come from
-    // the same `B`), zero-filled or written by `new_native_coroutine`.
-    // CPython does not run step re-entrantly on one coroutine (cr_running),
-    // so this is the only reference.
-    let slot = unsafe { &mut *state.cast::<Slot<B>>() };
+    let slot = state.cast::<Slot<B>>();
+    // SAFETY: `state` is this object's native state, created for bodies
+    // of type B by `FrameDef::<B>::DEF` (the callbacks and the size come
+    // from the same `B`), zero-filled or written by `new_native_object`.
+    // CPython does not run step re-entrantly on one object (cr_running),
+    // nor clear while it runs, so the body is borrowed mutably here only;
+    // `traverse` (which may run during the step) reads `init` and `held`
+    // only, never `body`.  The state never moves while the object lives,
+    // so the body can be pinned.
+    let (body, held) = unsafe {
+        if (*slot).init {
+            (
+                Some(Pin::new_unchecked((*slot).body.assume_init_mut())),
+                (*slot).held.assume_init_ref().as_slice(),
+            )
+        } else {
+            (None, &[][..])
+        }
+    };
+    let frame = Frame { gen_, held };
     // SAFETY: `result` is a valid out-pointer supplied by CPython.
     let result = unsafe { &mut *result };
-    match catch_unwind(AssertUnwindSafe(|| {
-        step_inner(py, slot, &coro, sent, result)
-    })) {
+    match catch_unwind(AssertUnwindSafe(|| step_inner(body, &frame, sent, result))) {
         Ok(kind) => kind,
         Err(payload) => {
-            // Panicked while converting the outcome: report it, but never
-            // unwind into C.
+            // The body panicked (as `raise PanicException(msg)`; nothing
+            // was stored in `result`), or converting its outcome did: report
+            // it, but never unwind into C.
             let fallback = catch_unwind(AssertUnwindSafe(|| {
-                crate::panic::panic_to_pyerr(py, payload).restore(py)
+                raise(py, crate::panic::panic_to_pyerr(py, payload))
             }));
             if fallback.is_err() {
                 set_system_error();
@@ -432,48 +548,68 @@ unsafe extern "C" fn traverse_trampoline<B: NativeBody>(
     visit: ffi::visitproc,
     arg: *mut c_void,
 ) -> c_int {
-    // SAFETY: as in `step_trampoline`; the GC holds the GIL and only reads
-    // the state, and `init` tells whether a body is there.
-    let slot = unsafe { &*state.cast::<Slot<B>>() };
-    if !slot.init {
-        return 0;
-    }
-    // SAFETY: `init` is true, so the body is valid.
-    let body = unsafe { slot.body.assume_init_ref() };
-    let visit = Visit {
-        visit,
-        arg,
-        _marker: std::marker::PhantomData,
+    let slot = state.cast::<Slot<B>>();
+    // SAFETY: as in `step_attached`: the GC holds the GIL and reads `init`
+    // and `held` only (a running step may borrow `body` mutably); `held`
+    // is valid when `init` is true and not changed while the object lives.
+    let held = unsafe {
+        if !(*slot).init {
+            return 0;
+        }
+        (*slot).held.assume_init_ref()
     };
-    match catch_unwind(AssertUnwindSafe(|| body.traverse(&visit))) {
-        Ok(Ok(())) => 0,
-        Ok(Err(r)) => r,
-        // A panicking traverse visits nothing more; the GC cannot take an
-        // exception here.
-        Err(_) => 0,
+    for obj in held {
+        // SAFETY: `visit`/`arg` are the pair CPython passed to this
+        // callback; `obj` is a live object owned by the state.
+        let r = unsafe { visit(obj.as_ptr(), arg) };
+        if r != 0 {
+            return r;
+        }
     }
+    0
+}
+
+struct ClearMeth<B>(PhantomData<B>);
+
+impl<B: NativeBody> MethodDef<unaryfunc::Func> for ClearMeth<B> {
+    const METH: unaryfunc::Func = clear_counted::<B>;
 }
 
 unsafe extern "C" fn clear_trampoline<B: NativeBody>(state: *mut c_void) {
-    // SAFETY: the contract of `clear_attached` is this callback's own.
-    with_attached(|py| unsafe { clear_attached::<B>(py, state) })
+    // SAFETY: CPython calls `clear` with the GIL held; pyo3's trampoline
+    // counts the thread as attached (see `step_trampoline`) and passes
+    // `state` to `clear_counted` untouched.
+    unsafe { unaryfunc::<ClearMeth<B>>(state.cast()) };
 }
 
-/// The clear callback, once attached.
+/// The clear callback, counted as attached by pyo3.
 ///
 /// # Safety
-/// CPython calls clear with the GIL held, exactly once per coroutine,
-/// possibly on a zero-filled state.
-unsafe fn clear_attached<B: NativeBody>(py: Python<'_>, state: *mut c_void) {
-    // SAFETY: as in `step_trampoline`.
-    let slot = unsafe { &mut *state.cast::<Slot<B>>() };
-    if !slot.init {
-        return;
-    }
-    slot.init = false;
-    // SAFETY: `init` was true, so the body is valid; it is marked gone
-    // before the drop, so even a panicking drop leaves no second drop.
-    let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { slot.body.assume_init_drop() }));
+/// CPython calls clear with the GIL held, exactly once per object, never
+/// while its step runs, possibly on a zero-filled state.
+unsafe fn clear_counted<B: NativeBody>(
+    py: Python<'_>,
+    state: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    let slot = state.cast::<Slot<B>>();
+    // SAFETY: see the contract above; the state is that of a
+    // `FrameDef::<B>::DEF` frame.  `init` is reset first, so even a
+    // panicking drop leaves no second drop.  `held` goes first, then the
+    // body (the order of the fields of the former single body).
+    let (held, body) = unsafe {
+        if !(*slot).init {
+            return Ok(std::ptr::null_mut());
+        }
+        (*slot).init = false;
+        ((*slot).held.assume_init_read(), &raw mut (*slot).body)
+    };
+    // The held objects can run `__del__`: no lock or borrow is held here.
+    let dropped = catch_unwind(AssertUnwindSafe(|| {
+        drop(held);
+        // SAFETY: `init` was true, so the body is valid; it is dropped in
+        // place (it is pinned) exactly once.
+        unsafe { (*body).assume_init_drop() }
+    }));
     if let Err(payload) = dropped {
         let _ = catch_unwind(AssertUnwindSafe(|| {
             // Keep an exception that is being propagated (clear may run
@@ -485,8 +621,200 @@ unsafe fn clear_attached<B: NativeBody>(py: Python<'_>, state: *mut c_void) {
             }
         }));
     }
+    Ok(std::ptr::null_mut())
 }
 
+// The borrowed waker of a native coroutine's poll (see
+// `crate::waker::LazyWaker`).
+
+static LAZY_WAKER_VTABLE: RawWakerVTable = RawWakerVTable::new(
+    lazy_waker_clone,
+    lazy_waker_wake,
+    lazy_waker_wake,
+    lazy_waker_drop,
+);
+
+/// # Safety
+/// `data` is the `&LazyWaker` given to `with_lazy_waker`, still running.
+unsafe fn lazy_waker_ref<'a>(data: *const ()) -> &'a LazyWaker {
+    // SAFETY: see the contract above.
+    unsafe { &*data.cast::<LazyWaker>() }
+}
+
+unsafe fn lazy_waker_clone(data: *const ()) -> RawWaker {
+    // SAFETY: the vtable is only used by wakers `with_lazy_waker` lends.
+    let waker = ManuallyDrop::new(unsafe { lazy_waker_ref(data) }.to_waker());
+    // The owned waker's parts, handed over (ManuallyDrop: not dropped here).
+    RawWaker::new(waker.data(), waker.vtable())
+}
+
+unsafe fn lazy_waker_wake(data: *const ()) {
+    // SAFETY: as in `lazy_waker_clone`.
+    unsafe { lazy_waker_ref(data) }.wake_by_ref();
+}
+
+unsafe fn lazy_waker_drop(_data: *const ()) {}
+
+/// Run `f` with a waker that wakes `lazy` (see
+/// [`LazyWaker`]): the waker of its shared signal
+/// if it exists, otherwise one borrowed from `lazy` for the call only.
+#[inline]
+pub fn with_lazy_waker<R>(lazy: &LazyWaker, f: impl FnOnce(&Waker) -> R) -> R {
+    if let Some(signal) = lazy.existing() {
+        return f(&Waker::from(signal.clone()));
+    }
+    let raw = RawWaker::new((lazy as *const LazyWaker).cast(), &LAZY_WAKER_VTABLE);
+    // SAFETY: the vtable's functions honour the RawWaker contract: they are
+    // thread-safe (`LazyWaker` is Sync: atomics and a OnceLock), `clone`
+    // returns an owned waker of the shared signal (independent of `lazy`),
+    // `drop` has nothing to release.  The waker only lends `&Waker` to `f`
+    // and is forgotten after it (nothing to drop), so no copy outlives the
+    // borrow of `lazy`.
+    let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
+    f(&waker)
+}
+
+/// What the step of a native coroutine lends to the futures it polls,
+/// through a [`ScopedRef`]: its frame (to set the line), the objects it
+/// holds, and `user`, the coroutine's own slot.
+pub struct Running<'a, U: 'static> {
+    gen_: *mut ffi::PyObject,
+    held: &'a [Py<PyAny>],
+    user: &'a U,
+}
+
+impl<'a, U: 'static> Running<'a, U> {
+    /// The running frame `frame`, with `user`.
+    #[inline]
+    pub fn new(frame: &Frame<'a, '_>, user: &'a U) -> Self {
+        Running {
+            gen_: frame.gen_.as_ptr(),
+            held: frame.held,
+            user,
+        }
+    }
+
+    /// The coroutine's slot.
+    pub fn user(&self) -> &'a U {
+        self.user
+    }
+
+    /// The objects the coroutine holds (see [`Frame::held`]).
+    pub fn held(&self) -> &'a [Py<PyAny>] {
+        self.held
+    }
+
+    /// `PyGen_SetNativeLine` on the running frame, from the future being
+    /// polled: with the GIL this thread holds (the step's, the usual case)
+    /// or, if the future runs detached from it, after attaching.
+    pub fn set_line(&self, line: u32) {
+        // SAFETY: no precondition; the attached thread state or NULL.
+        if unsafe { ffi::PyThreadState_GetUnchecked() }.is_null() {
+            Python::attach(|py| self.set_line_with(py, line));
+        } else {
+            // SAFETY: this thread has an attached thread state: it holds
+            // the GIL (in a build with one).  Nothing is dropped here that
+            // pyo3's deferred pool would delay.
+            self.set_line_with(unsafe { Python::assume_attached() }, line);
+        }
+    }
+
+    fn set_line_with(&self, py: Python<'_>, line: u32) {
+        // SAFETY: `gen_` is the object whose step lent this value and is
+        // still running (see `ScopedRef::with`), so it is alive; GIL held.
+        let gen_ = unsafe { Borrowed::from_ptr(py, self.gen_) };
+        set_native_line_ptr(gen_, line);
+    }
+}
+
+/// A thread-local reference to the [`Running`] value of the innermost step
+/// that runs on this thread (the pattern of the `scoped-tls` crate: the
+/// value exists only while [`ScopedRef::set`] runs).  Put it in a
+/// `thread_local!`.
+pub struct ScopedRef<U: 'static> {
+    ptr: Cell<*const Running<'static, U>>,
+}
+
+impl<U: 'static> ScopedRef<U> {
+    /// An empty slot.
+    pub const fn new() -> Self {
+        ScopedRef {
+            ptr: Cell::new(std::ptr::null()),
+        }
+    }
+
+    /// Make `value` reachable through [`with`](Self::with) while `f` runs,
+    /// then restore what was there before (also if `f` panics).
+    #[inline]
+    pub fn set<R>(&self, value: &Running<'_, U>, f: impl FnOnce() -> R) -> R {
+        struct Restore<'a, T>(&'a Cell<*const T>, *const T);
+        impl<T> Drop for Restore<'_, T> {
+            fn drop(&mut self) {
+                self.0.set(self.1);
+            }
+        }
+        // Only the lifetime is erased: `with` hands it back shortened.
+        let ptr = (value as *const Running<'_, U>).cast::<Running<'static, U>>();
+        let _restore = Restore(&self.ptr, self.ptr.replace(ptr));
+        f()
+    }
+
+    /// Run `f` with the value of the innermost running [`set`](Self::set),
+    /// or `None`.
+    #[inline]
+    pub fn with<R>(&self, f: impl for<'b> FnOnce(Option<&'b Running<'b, U>>) -> R) -> R {
+        let ptr = self.ptr.get();
+        // SAFETY: `ptr` is null or was stored by a `set` on this thread
+        // (the Cell is not Sync) that is still running: `set` restores the
+        // previous pointer when it returns or unwinds, and its borrow
+        // keeps the value (and what it refers to) alive and shared for
+        // that long.  `f` gets it for a lifetime of its own call only
+        // (`Running` is covariant), so nothing escapes.
+        f(unsafe { ptr.as_ref() })
+    }
+}
+
+impl<U: 'static> Default for ScopedRef<U> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A value that stays pinned (`pinned`) beside one that does not (`rest`),
+/// with the projection of a pinned pair into both: the layout of a native
+/// coroutine's body (the future, pinned in the state, beside its
+/// bookkeeping).  `rest` is dropped first.
+pub struct PinPair<R, F> {
+    rest: R,
+    pinned: F,
+}
+
+impl<R, F> PinPair<R, F> {
+    /// The pair.
+    #[inline]
+    pub fn new(rest: R, pinned: F) -> Self {
+        PinPair { rest, pinned }
+    }
+
+    /// Both halves of a pinned pair: `pinned` stays pinned, `rest` is not
+    /// (structurally) pinned.
+    #[inline]
+    pub fn project(self: Pin<&mut Self>) -> (&mut R, Pin<&mut F>) {
+        // SAFETY: pin projection as `pin-project` does it: `PinPair` has no
+        // `Drop` impl and is not `repr(packed)`; it is `Unpin` only when
+        // both halves are (auto trait), so `pinned` is never moved out of
+        // a pinned pair; `rest` is never treated as pinned.
+        unsafe {
+            let this = self.get_unchecked_mut();
+            (&mut this.rest, Pin::new_unchecked(&mut this.pinned))
+        }
+    }
+
+    /// The unpinned half.
+    pub fn rest(&self) -> &R {
+        &self.rest
+    }
+}
 /// Report `err` as a type error if `obj` is not a native coroutine; used by
 /// tests and debugging helpers.
 pub fn check_native(obj: &Bound<'_, PyAny>) -> PyResult<()> {

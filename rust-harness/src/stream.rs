@@ -77,7 +77,7 @@ use pyo3::types::PyList;
 use crate::coroutine::NativeCoroutine;
 use crate::ffi;
 use crate::generator::GeneratorDef;
-use crate::raw::{self, Kind, NativeBody, Step, Visit};
+use crate::raw::{self, Frame, Kind, NativeBody, Sent, Step};
 
 /// The boxed stream a native async generator runs.
 pub type BoxStream = Pin<Box<dyn Stream<Item = PyResult<Py<PyAny>>> + Send + 'static>>;
@@ -160,16 +160,19 @@ impl StreamBody {
 }
 
 impl NativeBody for StreamBody {
-    fn step(
-        &mut self,
-        py: Python<'_>,
-        _agen: &Bound<'_, PyAny>,
-        sent: PyResult<Py<PyAny>>,
-    ) -> Step {
+    fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, sent: Sent<'_, 'py>) -> Step {
+        let py = frame.py();
+        let this = Pin::into_inner(self);
+        this.step_unpinned(py, sent)
+    }
+}
+
+impl StreamBody {
+    fn step_unpinned(&mut self, py: Python<'_>, sent: Sent<'_, '_>) -> Step {
         if std::mem::take(&mut self.awaiting) {
             return match sent {
                 Ok(v) if v.is(end_marker(py)) => self.finish(Step::Return(py.None())),
-                Ok(v) => Step::Yield(v),
+                Ok(v) => Step::Yield(v.to_owned().unbind()),
                 // Raised by the stream (in the item coroutine) or thrown
                 // in while it ran: it passes through, as through `await`.
                 Err(e) => self.finish(Step::Error(e)),
@@ -189,12 +192,6 @@ impl NativeBody for StreamBody {
             }
             Err(e) => self.finish(Step::Raise(e)),
         }
-    }
-
-    fn traverse(&self, _visit: &Visit<'_>) -> Result<(), std::ffi::c_int> {
-        // Objects captured by the stream are invisible to the GC (see the
-        // `coroutine` module docs).
-        Ok(())
     }
 }
 
@@ -222,12 +219,18 @@ impl NativeAsyncGenerator {
     where
         S: Stream<Item = PyResult<Py<PyAny>>> + Send + 'static,
     {
-        let func = def.function(py)?;
+        let func = def.function_ref(py)?;
         let body = StreamBody {
             def,
             stream: Arc::new(Mutex::new(Some(Box::pin(stream)))),
             awaiting: false,
         };
-        raw::new_native_object(&func, &AGEN_FRAME_DEF, body, Kind::AsyncGenerator)
+        raw::new_native_object(
+            func,
+            &AGEN_FRAME_DEF,
+            body,
+            Vec::new(),
+            Kind::AsyncGenerator,
+        )
     }
 }

@@ -29,8 +29,8 @@
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Wake;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Wake, Waker};
 
 /// What to run when the coroutine is woken while it waits in its runtime.
 pub type WakeHook = Box<dyn FnOnce() + Send>;
@@ -39,6 +39,9 @@ pub type WakeHook = Box<dyn FnOnce() + Send>;
 #[derive(Default)]
 pub struct WakeSignal {
     woken: AtomicBool,
+    /// Whether `hook` may hold a hook: lets [`reset`](Self::reset) skip
+    /// the lock when none was armed (the common case).
+    armed: AtomicBool,
     hook: Mutex<Option<WakeHook>>,
 }
 
@@ -53,9 +56,22 @@ impl WakeSignal {
     /// Returns the hook that was armed, so that the caller drops it where it
     /// chooses (it may own Python objects).
     pub fn reset(&self) -> Option<WakeHook> {
-        let hook = self.lock().take();
         self.woken.store(false, Ordering::Release);
+        // Only the coroutine's own step arms a hook, and it runs this
+        // reset: so a hook armed by an earlier step is seen here, unless a
+        // wake-up took it meanwhile (then there is nothing to take).
+        if !self.armed.load(Ordering::Acquire) {
+            return None;
+        }
+        let hook = self.lock().take();
+        self.armed.store(false, Ordering::Release);
         hook
+    }
+
+    /// Record a wake-up without running any hook (used when a wake-up
+    /// recorded elsewhere, see [`LazyWaker`], moves into this signal).
+    pub fn mark_woken(&self) {
+        self.woken.store(true, Ordering::Release);
     }
 
     /// Whether the waker was woken since the last [`reset`](Self::reset) /
@@ -69,10 +85,18 @@ impl WakeSignal {
     /// handed back (`Err`), and the caller must not wait.
     pub fn arm(&self, hook: WakeHook) -> Result<(), WakeHook> {
         let mut slot = self.lock();
-        if self.woken.swap(false, Ordering::AcqRel) {
+        if self.woken.swap(false, Ordering::SeqCst) {
             return Err(hook);
         }
         *slot = Some(hook);
+        self.armed.store(true, Ordering::SeqCst);
+        // A wake-up that saw `armed` still false did not take the lock:
+        // it only set `woken`, which is seen here (both sides store, then
+        // load the other's flag, all SeqCst: at least one sees the other).
+        if self.woken.swap(false, Ordering::SeqCst) {
+            self.armed.store(false, Ordering::SeqCst);
+            return Err(slot.take().expect("armed above"));
+        }
         Ok(())
     }
 }
@@ -83,14 +107,83 @@ impl Wake for WakeSignal {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        // No hook armed (the common case: a wake-up during the poll, e.g.
+        // `yield_now`): the flag is all; `arm` sees it (see there).
+        if !self.armed.load(Ordering::SeqCst) {
+            return;
+        }
         let hook = {
             let mut slot = self.lock();
-            self.woken.store(true, Ordering::Release);
+            self.armed.store(false, Ordering::SeqCst);
             slot.take()
         };
         if let Some(hook) = hook {
             hook();
         }
+    }
+}
+
+/// The waker of one native coroutine, kept inline in its state: the shared
+/// [`WakeSignal`] (a heap allocation) is made only when a future keeps a
+/// clone of the waker or the coroutine suspends waiting for it.  A future
+/// that completes without doing either (most that await only Python
+/// objects) costs no allocation.
+///
+/// During a poll the future sees either the waker of the shared signal
+/// (once it exists) or a *borrowed* waker pointing at this value (made by
+/// [`crate::raw::with_lazy_waker`]): its `wake_by_ref` sets a flag here
+/// (or wakes the shared signal if a clone made it meanwhile), its `clone`
+/// makes the shared signal and returns its waker.  The borrowed waker
+/// cannot outlive the poll, so after the poll the flag only moves, into
+/// the shared signal ([`signal`](Self::signal)).
+#[derive(Default)]
+pub struct LazyWaker {
+    woken: AtomicBool,
+    shared: OnceLock<Arc<WakeSignal>>,
+}
+
+impl LazyWaker {
+    fn shared(&self) -> &Arc<WakeSignal> {
+        self.shared.get_or_init(Default::default)
+    }
+
+    /// The shared signal (made now if needed), holding every wake-up seen
+    /// so far: what the runtime arms when the coroutine suspends.
+    pub fn signal(&self) -> &Arc<WakeSignal> {
+        let signal = self.shared();
+        if self.woken.swap(false, Ordering::AcqRel) {
+            signal.mark_woken();
+        }
+        signal
+    }
+
+    /// An owned waker (of the shared signal, made now if needed).
+    pub fn to_waker(&self) -> Waker {
+        Waker::from(self.shared().clone())
+    }
+
+    /// The shared signal, if it exists: a poll then uses its waker, so
+    /// that `Waker::will_wake` holds between polls.
+    #[inline]
+    pub fn existing(&self) -> Option<&Arc<WakeSignal>> {
+        self.shared.get()
+    }
+
+    /// `wake_by_ref` of the borrowed waker.
+    pub fn wake_by_ref(&self) {
+        match self.shared.get() {
+            Some(signal) => signal.wake_by_ref(),
+            None => self.woken.store(true, Ordering::Release),
+        }
+    }
+
+    /// Forget earlier wake-ups and any armed hook, before a poll (see
+    /// [`WakeSignal::reset`]).
+    #[inline]
+    pub fn reset(&self) -> Option<WakeHook> {
+        self.woken.store(false, Ordering::Release);
+        self.shared.get().and_then(|signal| signal.reset())
     }
 }
 
@@ -140,5 +233,27 @@ mod tests {
         assert!(signal.reset().is_some());
         Waker::from(signal.clone()).wake();
         assert!(signal.take_woken());
+    }
+
+    #[test]
+    fn lazy_waker_keeps_wake_ups() {
+        // Woken through the borrowed waker before the shared signal
+        // exists: the wake-up moves into the signal.
+        let lazy = LazyWaker::default();
+        crate::raw::with_lazy_waker(&lazy, |w| w.wake_by_ref());
+        assert!(lazy.existing().is_none(), "no allocation for a wake-up");
+        assert!(lazy.signal().take_woken());
+        // Once the signal exists the poll uses its waker, and a clone made
+        // through the borrowed waker is the signal's.
+        let lazy = LazyWaker::default();
+        let clone = crate::raw::with_lazy_waker(&lazy, |w| w.clone());
+        assert!(lazy.existing().is_some());
+        crate::raw::with_lazy_waker(&lazy, |w| assert!(w.will_wake(&clone)));
+        std::thread::spawn(move || clone.wake()).join().unwrap();
+        assert!(lazy.signal().take_woken());
+        // reset forgets a wake-up, recorded locally or in the signal.
+        crate::raw::with_lazy_waker(&lazy, |w| w.wake_by_ref());
+        drop(lazy.reset());
+        assert!(!lazy.signal().take_woken());
     }
 }

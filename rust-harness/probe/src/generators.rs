@@ -34,11 +34,14 @@ fn int(i: usize) -> PyResult<Py<PyAny>> {
 #[pyfunction]
 fn count(py: Python<'_>, n: usize) -> PyResult<Bound<'_, PyAny>> {
     let probe = GenDropProbe;
-    let items = (0..n).map(move |i| {
+    let mut i = 0;
+    NativeGenerator::from_fn(py, generator_def!("count"), move |py| {
         let _probe = &probe;
-        int(i)
-    });
-    NativeGenerator::new(py, generator_def!("count"), items)
+        (i < n).then(|| {
+            i += 1;
+            Ok((i - 1).into_pyobject(py)?.into_any().unbind())
+        })
+    })
 }
 
 /// ```python
