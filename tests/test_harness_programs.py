@@ -23,6 +23,8 @@ test runs ``PYCORO_FUZZ_EXAMPLES`` examples, default 100,000: see
 
 import asyncio
 import os
+import threading
+import time
 import types
 
 import pytest
@@ -188,7 +190,7 @@ def test_random_program_asyncio_cancel(prog, cancel_after):
 
 from loops import (  # noqa: E402, F401 - frozen_heap: an autouse fixture
     NATIVE as L_NATIVE, RUNTIMES, TWIN as L_TWIN, current_runtime, frozen_heap,
-    run, tracking,
+    run, scrub, tracking,
 )
 
 # Exceptions a step raises, throws or catches; "Cancelled" is the current
@@ -331,10 +333,121 @@ def test_random_program_every_runtime(case):
     # Under trio, a wait for a Rust thread is trio.Event.wait()'s two ways:
     # woken before it suspends it is a checkpoint (a cancel point after the
     # schedule point), else a park that a wake-up ends with no cancel point.
-    # Which one depends on the thread's timing, so a cancel requested at
-    # such a wait may land there or at the next one: not comparable.
+    # Which one, and whether trio runs the wake-up or the cancel first,
+    # depends on the thread's timing, which the twin (trio.sleep(0)) does
+    # not share: so a cancel here may land at that wait or at the next one,
+    # not comparable.  test_trio_cancel_at_rust_thread_wake below compares
+    # both orders, forced, with a twin waiting on a trio.Event set from
+    # another thread.
     assume(not (runtime.endswith("trio") and plan[1] == "cancel"
                 and any(k in repr(prog) for k in ("'ping'", "'sleep'"))))
     native = run_program(runtime, prog, plan, L_NATIVE)
     twin = run_program(runtime, prog, plan, L_TWIN)
     assert native == twin, (runtime, prog, plan)
+
+
+# --- trio: a cancel at the very moment a Rust thread's wake-up lands ---------
+#
+# A native wait for a Rust waker under trio is trio.Event.wait()'s two ways
+# (see pycoro::runtime): woken before it suspends, a checkpoint; else a park
+# (wait_task_rescheduled) that the wake-up ends through
+# TrioToken.run_sync_soon, with no cancel point after it.  So its twin is an
+# async def waiting on a trio.Event that another thread sets through
+# run_sync_soon.  Which of the wake-up and the cancel trio sees first
+# decides the outcome, for both; the random programs above cannot choose
+# it (the thread's timing), this test forces each order with a barrier:
+# the trio thread waits, without yielding to trio, until the wake-up is in
+# trio's run_sync_soon queue, and then either cancels at once (cancel
+# first) or queues the cancel behind the wake-up (wake-up first: the queue
+# is FIFO, and both run in the same pass of trio's entry-queue task, with
+# no task step in between).
+
+def event_twin_sleep(seconds, result=None):
+    """Twin of h.sleep under trio: a trio.Event set from another thread."""
+    async def sleep():
+        event = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def wake():
+            time.sleep(seconds)
+            token.run_sync_soon(event.set)
+        threading.Thread(target=wake, daemon=True).start()
+        await event.wait()
+        return result
+    return sleep()
+
+
+def event_twin_catch_sleep(seconds, exc_type, result=None):
+    async def catch_sleep():
+        try:
+            return await event_twin_sleep(seconds, result)
+        except exc_type as e:
+            return e
+    return catch_sleep()
+
+
+WAKE_RACES = {
+    "sleep": (lambda: h.sleep(0.1, "slept"),
+              lambda: event_twin_sleep(0.1, "slept")),
+    "catch_sleep": (lambda: h.catch_sleep(0.1, trio.Cancelled, "slept"),
+                    lambda: event_twin_catch_sleep(0.1, trio.Cancelled, "slept")),
+}
+
+
+def trio_cancel_at_wake(make_wait, order):
+    """Run make_wait() in a trio task, cancel its scope in the given order
+    relative to the wake-up; return its trace, or None if the wait did not
+    park (woken before it suspended: the barrier has no wake-up to order)."""
+    trace = []
+
+    async def waiter(scope, task_status):
+        with scope:
+            task_status.started()
+            try:
+                v = await make_wait()
+                trace.append(("woken", norm(v)))
+                await trio.lowlevel.checkpoint()
+                trace.append("checkpoint passed")
+            except BaseException as e:
+                trace.append(("raise", describe_exc(e)))
+                raise
+        trace.append(("scope", scope.cancelled_caught))
+
+    async def main():
+        scope = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(waiter, scope)
+            await trio.testing.wait_all_tasks_blocked()
+            if trace:       # finished: it never parked
+                return None
+            # The barrier: the wake-up is queued, not yet run (no yield).
+            deadline = time.monotonic() + 10
+            while trio.lowlevel.current_statistics().run_sync_soon_queue_size == 0:
+                assert time.monotonic() < deadline, "the wake-up never came"
+                time.sleep(0.0005)
+            if order == "cancel first":
+                scope.cancel()
+            else:
+                trio.lowlevel.current_trio_token().run_sync_soon(scope.cancel)
+        return trace
+    for _ in range(5):
+        out = trio.run(main)
+        if out is not None:
+            return out
+    raise AssertionError("the wait never parked in 5 runs")
+
+
+@pytest.mark.parametrize("order", ["cancel first", "wake-up first"])
+@pytest.mark.parametrize("name", sorted(WAKE_RACES))
+def test_trio_cancel_at_rust_thread_wake(name, order):
+    import trio.testing  # noqa: F401 - wait_all_tasks_blocked
+    native, twin = WAKE_RACES[name]
+    n = trio_cancel_at_wake(native, order)
+    t = trio_cancel_at_wake(twin, order)
+    # (trio names the cancelling task, with its address, in the message)
+    assert scrub(repr(n)) == scrub(repr(t)), (n, t)
+    # Both orders are really exercised: cancel first ends the wait with
+    # Cancelled; wake-up first lets it return, and the cancel is taken at
+    # the next checkpoint.
+    woke = n[0][0] == "woken" and n[0][1] == "slept"
+    assert woke == (order == "wake-up first"), n

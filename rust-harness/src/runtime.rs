@@ -121,6 +121,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
@@ -139,13 +140,15 @@ pub(crate) enum Suspend {
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static WAKE_CALLBACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static WAIT_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static POSTER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Complete an asyncio future unless it is done (or cancelled) already.
 #[pyfunction]
 #[pyo3(name = "_pycoro_wake")]
 fn wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
-    if !fut.call_method0("done")?.is_truthy()? {
-        fut.call_method1("set_result", (fut.py().None(),))?;
+    let py = fut.py();
+    if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+        fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
     }
     Ok(())
 }
@@ -156,7 +159,10 @@ fn running_asyncio_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
     let get = match GET_RUNNING_LOOP.get(py) {
         Some(f) => f.bind(py).clone(),
         None => {
-            if trio::sys_modules(py)?.get_item("asyncio")?.is_none() {
+            if trio::sys_modules(py)?
+                .get_item(intern!(py, "asyncio"))?
+                .is_none()
+            {
                 return Ok(None);
             }
             let f = py.import("asyncio.events")?.getattr("_get_running_loop")?;
@@ -203,11 +209,20 @@ pub fn current(py: Python<'_>) -> PyResult<Runtime<'_>> {
 /// `put` of the waker thread's queue (`poster` in glue.py), started from
 /// the loop's thread when a coroutine first waits for a Rust waker.
 fn poster(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    trio::glue(py, "poster")?.call0().map(Bound::unbind)
+    POSTER
+        .get_or_try_init(py, || trio::glue(py, "poster").map(Bound::unbind))?
+        .call0(py)
 }
 
 /// Decide how to suspend (see the module docs); arms `signal` when the
 /// coroutine will wait for its waker.
+///
+/// Attribute names here (and in every path taken per suspension) go
+/// through `intern!`: a `&str` name makes a new `str` per call, and
+/// CPython's type attribute cache, whose slot is chosen by the name's
+/// address, keeps a reference to each such string until evicted (up to
+/// 4096 of them: the reference growth `tests/test_refleaks.py` once took
+/// for a leak of Rust-thread wake-ups), and never hits.
 pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Suspend> {
     let trio = trio::current(py)?;
     if signal.take_woken() {
@@ -219,7 +234,7 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
     if let Some(trio) = trio {
         let waiter = trio.waiter(py)?;
         let post = poster(py)?;
-        let wake = waiter.getattr(py, "wake")?;
+        let wake = waiter.getattr(py, intern!(py, "wake"))?;
         let hook = Box::new(move || {
             // Never run Python that releases the GIL on the waking thread
             // (see `poster` in glue.py): hand `waiter.wake()` to the waker
@@ -230,7 +245,9 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
             });
         });
         return match signal.arm(hook) {
-            Ok(()) => Ok(Suspend::Await(waiter.call_method0(py, "wait")?)),
+            Ok(()) => Ok(Suspend::Await(
+                waiter.call_method0(py, intern!(py, "wait"))?,
+            )),
             // Woken between the poll and now: a schedule point only.
             Err(_hook) => Ok(Suspend::Await(trio.checkpoint(py)?)),
         };
@@ -238,13 +255,15 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
     let Some(event_loop) = running_asyncio_loop(py)? else {
         return Ok(Suspend::BareYield);
     };
-    let fut = event_loop.call_method0("create_future")?;
+    let fut = event_loop.call_method0(intern!(py, "create_future"))?;
     let callback = WAKE_CALLBACK
         .get_or_try_init(py, || {
             wrap_pyfunction!(wake_future, py).map(|f| f.into_any().unbind())
         })?
         .clone_ref(py);
-    let call_soon = event_loop.getattr("call_soon_threadsafe")?.unbind();
+    let call_soon = event_loop
+        .getattr(intern!(py, "call_soon_threadsafe"))?
+        .unbind();
     let hook_fut = fut.clone().unbind();
     let post = poster(py)?;
     let hook = Box::new(move || {

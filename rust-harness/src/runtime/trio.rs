@@ -15,6 +15,7 @@
 
 use std::ffi::CString;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
@@ -80,7 +81,7 @@ pub(crate) fn current(py: Python<'_>) -> PyResult<Option<&Trio>> {
     let trio = match TRIO.get(py) {
         Some(t) => t,
         None => {
-            if sys_modules(py)?.get_item("trio")?.is_none() {
+            if sys_modules(py)?.get_item(intern!(py, "trio"))?.is_none() {
                 return Ok(None);
             }
             TRIO.get_or_try_init(py, || load(py))?
