@@ -92,7 +92,9 @@ def machine_lines(args):
 def version_lines(args):
     lines = []
     rev = sh("git", "-C", REPO, "rev-parse", "--short", "HEAD")
-    dirty = sh("git", "-C", REPO, "status", "--porcelain", "--untracked-files=no")
+    # RESULTS.md itself is rewritten by every report: not a change to the code.
+    dirty = sh("git", "-C", REPO, "status", "--porcelain", "--untracked-files=no",
+               "--", ".", ":!benches/RESULTS.md")
     series = []
     try:
         with open(os.path.join(REPO, "cpython-patches", "series")) as f:
@@ -359,10 +361,11 @@ def main():
     out.append("")
     out.extend(machine_lines(args))
     out.extend(version_lines(args))
-    out.append("- The machine (2 cores) was **shared** with other engineers' "
-               "compilations and test runs during the measurements (see the load "
-               "averages above), and `pyperf system tune` (CPU isolation, fixed "
-               "frequency) was not available: timings carry that noise.  Ratios "
+    out.append("- The machine is a 2-core VM, at times shared with other "
+               "engineers' compilations and test runs (the load averages above say "
+               "how busy it was), with no hardware performance counters, and "
+               "`pyperf system tune` (CPU isolation, fixed frequency) was not "
+               "available: timings carry that noise.  Ratios "
                "are taken within one run, where load hits every implementation "
                "alike, and the instruction counts below do not depend on load.")
     out.append("")
