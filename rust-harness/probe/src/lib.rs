@@ -109,13 +109,7 @@ fn catch<'py>(
     NativeCoroutine::new(py, coroutine_def!("catch"), async move {
         match py_await(awaitable).await {
             Ok(v) => Ok(v),
-            Err(e) => Python::attach(|py| {
-                if e.is_instance(py, exc_type.bind(py).as_any()) {
-                    Ok(e.into_value(py).into_any())
-                } else {
-                    Err(e)
-                }
-            }),
+            Err(e) => caught(e, &exc_type),
         }
     })
 }
@@ -137,6 +131,18 @@ fn hold(py: Python<'_>, obj: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
 
 /// Counts the [`DropProbe`]s dropped, i.e. futures whose `Drop` ran.
 static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// `except exc_type as e: return e`: the exception object if `err` is an
+/// instance of `exc_type`, else `err` again (re-raised).
+pub(crate) fn caught(err: PyErr, exc_type: &Py<PyType>) -> PyResult<Py<PyAny>> {
+    Python::attach(|py| {
+        if err.is_instance(py, exc_type.bind(py).as_any()) {
+            Ok(err.into_value(py).into_any())
+        } else {
+            Err(err)
+        }
+    })
+}
 
 pub(crate) struct DropProbe;
 

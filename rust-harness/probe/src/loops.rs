@@ -12,7 +12,7 @@ use pycoro::{NativeCoroutine, coroutine_def, interruptible};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-use crate::DropProbe;
+use crate::{DropProbe, caught};
 
 /// The runtime the harness finds for the caller: `"trio"`, `"asyncio"` or
 /// `None` (see `pycoro::runtime`).
@@ -50,13 +50,7 @@ fn catch_sleep<'py>(
         let _probe = probe;
         match interruptible(pycoro::sleep(duration)).await {
             Ok(()) => Ok(result.unwrap_or_else(|| Python::attach(|py| py.None()))),
-            Err(e) => Python::attach(|py| {
-                if e.is_instance(py, exc_type.bind(py).as_any()) {
-                    Ok(e.into_value(py).into_any())
-                } else {
-                    Err(e)
-                }
-            }),
+            Err(e) => caught(e, &exc_type),
         }
     })
 }
@@ -79,20 +73,17 @@ fn catch_yield<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let exc_type = exc_type.unbind();
     NativeCoroutine::new(py, coroutine_def!("catch_yield"), async move {
-        let mut caught = Vec::new();
+        let mut caught_so_far = Vec::new();
         for _ in 0..n {
             if let Err(e) = interruptible(pycoro::yield_now()).await {
-                Python::attach(|py| {
-                    if e.is_instance(py, exc_type.bind(py).as_any()) {
-                        caught.push(e.into_value(py).into_any());
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })?;
+                caught_so_far.push(caught(e, &exc_type)?);
             }
         }
-        Python::attach(|py| Ok(pyo3::types::PyList::new(py, caught)?.into_any().unbind()))
+        Python::attach(|py| {
+            Ok(pyo3::types::PyList::new(py, caught_so_far)?
+                .into_any()
+                .unbind())
+        })
     })
 }
 
