@@ -168,6 +168,10 @@ CPYTHON_BUILD_DEPS=(
 
 )
 HARNESS_BUILD_DEPS=(libclang-dev)
+# The ASan and UBSan runtimes gcc links with -fsanitize=address,undefined
+# (build-essential brings them through gcc; named so a gcc-less
+# toolchain says what is missing).
+SANITIZER_BUILD_DEPS=(libasan8 libubsan1)
 
 # mirror_uri: the Debian mirror this machine's apt already uses.  Read from
 # the system's own configuration so no host name is written in the repo.
@@ -187,8 +191,9 @@ mirror_uri() {
 }
 
 # ---------------------------------------------------------------------------
-# CPython variants: release (patched), debug (patched, --with-pydebug) and
-# pristine (no patches).
+# CPython variants: release (patched), debug (patched, --with-pydebug),
+# asan (patched, --with-pydebug + AddressSanitizer + UndefinedBehaviorSanitizer)
+# and pristine (no patches).
 
 # select_variant NAME: sets VARIANT, VAR_SRC, VAR_OBJ, VAR_PREFIX, VAR_VENV,
 # VAR_PATCHED (1/0) and VAR_CONFIG_OPTS (array).
@@ -209,6 +214,13 @@ select_variant() {
             VAR_VENV="$BUILD_DIR/venv-debug"
             VAR_PATCHED=1
             ;;
+        asan)
+            VAR_SRC="$SRC_DIR/cpython-patched"
+            VAR_OBJ="$OBJ_DIR/cpython-asan"
+            VAR_PREFIX="$BUILD_DIR/cpython-asan"
+            VAR_VENV="$BUILD_DIR/venv-asan"
+            VAR_PATCHED=1
+            ;;
         pristine)
             VAR_SRC="$SRC_DIR/cpython-pristine"
             VAR_OBJ="$OBJ_DIR/cpython-pristine"
@@ -223,10 +235,29 @@ select_variant() {
         --enable-shared
         "LDFLAGS=-Wl,-rpath,$VAR_PREFIX/lib"
     )
-    if [[ "$VARIANT" == debug ]]; then
-        VAR_CONFIG_OPTS+=(--with-pydebug)
-    fi
+    case "$VARIANT" in
+        debug) VAR_CONFIG_OPTS+=(--with-pydebug) ;;
+        asan)
+            # --with-pydebug too: C assert()s and Py_DEBUG's own checks
+            # (negative refcounts, a NULL thread state, the GC's object
+            # consistency checks) catch what the sanitizers cannot see.
+            # pymalloc is off under --with-address-sanitizer, so every
+            # object is a malloc() block that ASan watches.
+            VAR_CONFIG_OPTS+=(--with-pydebug --with-address-sanitizer
+                --with-undefined-behavior-sanitizer)
+            ;;
+    esac
     VAR_PY="$VAR_PREFIX/bin/python$PY_XY"
+}
+
+# sanitizer_env: the ASan/UBSan runtime options for running anything with
+# the asan variant (its build steps, the harness build, scripts/sanitize):
+# any report aborts the process, so it fails whatever ran it.  Leak checking
+# is off: CPython does not free everything at exit (interned strings, static
+# types, caches), so LeakSanitizer reports on every interpreter exit.
+sanitizer_env() {
+    export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:print_summary=1${PYCORO_ASAN_OPTIONS:+:$PYCORO_ASAN_OPTIONS}"
+    export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1${PYCORO_UBSAN_OPTIONS:+:$PYCORO_UBSAN_OPTIONS}"
 }
 
 # series_entries: the patch file names listed in cpython-patches/series, in
