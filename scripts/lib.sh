@@ -260,6 +260,80 @@ sanitizer_env() {
     export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1${PYCORO_UBSAN_OPTIONS:+:$PYCORO_UBSAN_OPTIONS}"
 }
 
+# ---------------------------------------------------------------------------
+# Checks (scripts/test, scripts/sanitize): each one runs, is timed and
+# recorded; print_summary prints the table and fails if any check failed.
+# The log of check NAME is build/logs/$CHECK_LOG_PREFIX-NAME.log.
+
+CHECK_LOG_PREFIX=test
+declare -a RESULTS=()
+n_pass=0 n_fail=0 n_skip=0
+record() { # record NAME STATUS [NOTE]
+    RESULTS+=("$(printf '%-10s %-7s %s' "$1" "$2" "${3:-}")")
+    case "$2" in
+        passed) n_pass=$((n_pass + 1)) ;;
+        FAILED) n_fail=$((n_fail + 1)) ;;
+        *) n_skip=$((n_skip + 1)) ;;
+    esac
+}
+
+# check NAME DESCRIPTION CMD...: run one check; its output goes to the
+# terminal and to build/logs/$CHECK_LOG_PREFIX-NAME.log.
+check() {
+    local name="$1" what="$2"
+    shift 2
+    local log="$LOG_DIR/$CHECK_LOG_PREFIX-$name.log" t0 rc
+    t0=$(date +%s)
+    phase "$what (log: $log)"
+    mkdir -p "$LOG_DIR"
+    printf '### %s\n### %s\n' "$what" "$*" >"$log"
+    set +e
+    (cd "$REPO_ROOT" && "$@") 2>&1 | tee -a "$log"
+    rc="${PIPESTATUS[0]}"
+    set -e
+    local dt=$(($(date +%s) - t0))
+    if ((rc == 0)); then
+        record "$name" passed "${dt}s"
+    else
+        record "$name" FAILED "exit $rc after ${dt}s, log: $log"
+        printf '%s: FAILED (exit %d), full output in %s\n' "$name" "$rc" "$log" >&2
+    fi
+    return 0
+}
+
+# quiet_check: like check, for tools whose output only matters on failure.
+quiet_check() {
+    local name="$1" what="$2"
+    shift 2
+    local log="$LOG_DIR/$CHECK_LOG_PREFIX-$name.log" t0 rc=0
+    t0=$(date +%s)
+    phase "$what (log: $log)"
+    mkdir -p "$LOG_DIR"
+    printf '### %s\n### %s\n' "$what" "$*" >"$log"
+    (cd "$REPO_ROOT" && "$@") >>"$log" 2>&1 || rc=$?
+    local dt=$(($(date +%s) - t0))
+    if ((rc == 0)); then
+        record "$name" passed "${dt}s"
+    else
+        tail -n 60 "$log" >&2
+        record "$name" FAILED "exit $rc after ${dt}s, log: $log"
+    fi
+    return 0
+}
+
+# print_summary: the table of recorded checks; returns 1 if any failed.
+print_summary() {
+    phase "summary"
+    local r
+    for r in "${RESULTS[@]}"; do
+        printf '    %s\n' "$r"
+    done
+    printf 'phases: %d passed, %d failed, %d skipped\n' "$n_pass" "$n_fail" "$n_skip"
+    ((n_fail == 0))
+}
+
+# ---------------------------------------------------------------------------
+
 # series_entries: the patch file names listed in cpython-patches/series, in
 # order (comments and blank lines skipped; a quilt "-p1" option ignored).
 series_entries() {
