@@ -168,6 +168,10 @@ CPYTHON_BUILD_DEPS=(
 
 )
 HARNESS_BUILD_DEPS=(libclang-dev)
+# A 32-bit toolchain, for the i386 layout check of tests/test_abi.py.
+if [[ "$(dpkg --print-architecture 2>/dev/null)" == amd64 ]]; then
+    CPYTHON_BUILD_DEPS+=(gcc-multilib)
+fi
 
 # mirror_uri: the Debian mirror this machine's apt already uses.  Read from
 # the system's own configuration so no host name is written in the repo.
