@@ -15,18 +15,6 @@
 //! The hook runs on the waking thread, after the lock is released, so a
 //! thread that wakes while the coroutine's step holds the GIL waits for
 //! the GIL without holding anything the step needs.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use std::task::Waker;
-//! use pycoro::waker::WakeSignal;
-//!
-//! let signal = Arc::new(WakeSignal::default());
-//! let waker = Waker::from(signal.clone());
-//! std::thread::spawn(move || waker.wake()).join().unwrap();
-//! assert!(signal.take_woken());
-//! assert!(!signal.take_woken());
-//! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
