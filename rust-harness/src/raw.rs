@@ -801,3 +801,42 @@ fn native_state(
     }
     Ok(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyo3::exceptions::PyTypeError;
+
+    struct Mine(#[allow(dead_code)] u64);
+    struct Theirs;
+
+    impl NativeBody for Mine {
+        fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, _: Sent<'_, 'py>) -> Step {
+            Step::Return(frame.py().None())
+        }
+    }
+
+    impl NativeBody for Theirs {
+        fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, _: Sent<'_, 'py>) -> Step {
+            Step::Return(frame.py().None())
+        }
+    }
+
+    #[test]
+    fn the_state_is_reached_only_with_the_definition_of_its_body_type() {
+        Python::attach(|py| {
+            let func = crate::coroutine_def!("owner").function(py).unwrap();
+            let coro = new_native_object(func.as_borrowed(), Mine(7), Vec::new(), Kind::Coroutine)
+                .unwrap();
+            assert!(native_state(&coro, FrameDef::<Mine>::def()).is_ok());
+            // CPython checks the owner: another body type's definition
+            // gets TypeError, not the state.
+            let err = native_state(&coro, FrameDef::<Theirs>::def()).unwrap_err();
+            assert!(err.is_instance_of::<PyTypeError>(py), "{err}");
+            // And an object that is no native coroutine at all.
+            let err = native_state(func.as_any(), FrameDef::<Mine>::def()).unwrap_err();
+            assert!(err.is_instance_of::<PyTypeError>(py), "{err}");
+            coro.call_method0("close").unwrap();
+        });
+    }
+}
