@@ -10,6 +10,8 @@ message, ``__context__``, yields, states, warnings) must be equal.
 import asyncio
 import gc
 import inspect
+import os
+import subprocess
 import sys
 import traceback
 import types
@@ -762,3 +764,34 @@ def test_running_a_deep_chain_ends_in_recursion_error(limit):
         "async def main", "async def py_ready(v):\n        return v\n    async def main"), limit)
     assert twin == (0, "RecursionError" if limit is None else "1")
 
+# --- interpreter finalization -------------------------------------------------
+
+FINALIZING = r"""
+import pycoro_harness as h
+# Suspended native coroutines and a generator left in __main__'s globals
+# are closed and freed by finalize_modules(), after Py_IsFinalizing() is
+# true: pyo3's Python::try_attach refuses then, and the step and clear
+# callbacks must still run (GeneratorExit, Drop) without a panic, an abort
+# or an unraisable error.
+keep = []
+for _ in range(3):
+    c = h.sleep(3600, None)
+    c.send(None)
+    keep.append(c)
+p = h.pending()
+p.send(None)
+keep.append(p)
+g = h.count(5)
+next(g)
+keep.append(g)
+print("ok", flush=True)
+"""
+
+
+def test_coroutines_freed_while_the_interpreter_finalizes():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(h.__file__), env.get("PYTHONPATH", "")])
+    r = subprocess.run([sys.executable, "-c", FINALIZING], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ok\n", "")
