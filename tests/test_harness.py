@@ -764,6 +764,7 @@ def test_running_a_deep_chain_ends_in_recursion_error(limit):
         "async def main", "async def py_ready(v):\n        return v\n    async def main"), limit)
     assert twin == (0, "RecursionError" if limit is None else "1")
 
+
 # --- interpreter finalization -------------------------------------------------
 
 FINALIZING = r"""
