@@ -172,6 +172,10 @@ HARNESS_BUILD_DEPS=(libclang-dev)
 # (build-essential brings them through gcc; named so a gcc-less
 # toolchain says what is missing).
 SANITIZER_BUILD_DEPS=(libasan8 libubsan1)
+# A 32-bit toolchain, for the i386 layout check of tests/test_abi.py.
+if [[ "$(dpkg --print-architecture 2>/dev/null)" == amd64 ]]; then
+    CPYTHON_BUILD_DEPS+=(gcc-multilib)
+fi
 
 # mirror_uri: the Debian mirror this machine's apt already uses.  Read from
 # the system's own configuration so no host name is written in the repo.

@@ -70,10 +70,10 @@ def compiler():
     return cc
 
 
-def layout(include_dirs, tmp_path, name):
+def layout(include_dirs, tmp_path, name, cflags=()):
     """Compile and run layout.c against include_dirs; return its output."""
     exe = tmp_path / f"layout-{name}"
-    cmd = [*compiler(), "-std=c11", "-O0", "-w"]
+    cmd = [*compiler(), "-std=c11", "-O0", "-w", *cflags]
     cmd += [f"-I{d}" for d in include_dirs]
     cmd += [str(LAYOUT_C), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -104,6 +104,92 @@ def test_public_struct_layout_unchanged(tmp_path):
         )
     )
     assert before == after, "public struct layout differs:\n" + diff
+
+
+# --- the same layouts on a 32-bit target --------------------------------------
+
+# What pyconfig.h says about the target's types, measured with the 32-bit
+# compiler itself (configure would measure the same).
+_SIZE_PROBE = r"""
+#define _FILE_OFFSET_BITS 64
+#include <pthread.h>
+#include <stdalign.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+#include <sys/types.h>
+int main(void) {
+    printf("SIZEOF_LONG %zu\n", sizeof(long));
+    printf("SIZEOF_VOID_P %zu\n", sizeof(void *));
+    printf("SIZEOF_SIZE_T %zu\n", sizeof(size_t));
+    printf("SIZEOF_UINTPTR_T %zu\n", sizeof(uintptr_t));
+    printf("SIZEOF_TIME_T %zu\n", sizeof(time_t));
+    printf("SIZEOF_PTHREAD_T %zu\n", sizeof(pthread_t));
+    printf("SIZEOF_LONG_DOUBLE %zu\n", sizeof(long double));
+    printf("SIZEOF_OFF_T %zu\n", sizeof(off_t));
+    printf("SIZEOF_FPOS_T %zu\n", sizeof(fpos_t));
+    printf("ALIGNOF_LONG %zu\n", alignof(long));
+    printf("ALIGNOF_SIZE_T %zu\n", alignof(size_t));
+    printf("ALIGNOF_MAX_ALIGN_T %zu\n", alignof(max_align_t));
+    return 0;
+}
+"""
+
+
+def headers_for_m32(include_dirs, tmp_path, name):
+    """Copies of include_dirs whose pyconfig.h describes an i386 target.
+
+    The headers were configured for this 64-bit machine; only the type
+    sizes in pyconfig.h differ on a 32-bit target of the same system, so
+    they are rewritten with the values the -m32 compiler reports.  The
+    directories are copied because Python.h includes "pyconfig.h" from its
+    own directory first when it is there."""
+    probe = tmp_path / "sizes.c"
+    probe.write_text(_SIZE_PROBE)
+    exe = tmp_path / "sizes-m32"
+    proc = subprocess.run([*compiler(), "-m32", str(probe), "-o", str(exe)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("no 32-bit C toolchain (Debian: gcc-multilib; "
+                    "scripts/build-cpython installs it): " + proc.stderr[-300:])
+    sizes = dict(line.split() for line in subprocess.run(
+        [str(exe)], capture_output=True, text=True, check=True).stdout.splitlines())
+    out = []
+    for i, d in enumerate(include_dirs):
+        dest = tmp_path / f"include-{name}-m32-{i}"
+        shutil.copytree(d, dest, symlinks=True)
+        config = dest / "pyconfig.h"
+        if config.is_file():
+            lines = []
+            for line in config.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == "#define" and parts[1] in sizes:
+                    line = f"#define {parts[1]} {sizes[parts[1]]}"
+                lines.append(line)
+            config.write_text("\n".join(lines) + "\n")
+        out.append(dest)
+    return out
+
+
+def test_public_struct_layout_unchanged_on_32_bit(tmp_path):
+    # On i386 the generator header has no padding before gi_iframe, so a
+    # field added there would move it (36 -> 40): the native marker lives in
+    # the interpreter frame's padding instead, and nothing public moves.
+    pristine, where = pristine_include_dirs()
+    if pristine is None:
+        pytest.skip(where)
+    patched = [patched_include_dir()]
+    pristine32 = headers_for_m32(pristine, tmp_path, "pristine")
+    patched32 = headers_for_m32(patched, tmp_path, "patched")
+    before = layout(pristine32, tmp_path, "pristine-m32", ["-m32"])
+    after = layout(patched32, tmp_path, "patched-m32", ["-m32"])
+    assert "PyCoroObject.cr_iframe" in before
+    assert "sizeof(PyObject) = 8\n" in before, before[:300]  # a 32-bit target
+    diff = "".join(difflib.unified_diff(
+        before.splitlines(True), after.splitlines(True),
+        "pristine (-m32)", "patched (-m32)"))
+    assert before == after, "public struct layout differs on 32-bit:\n" + diff
 
 
 def test_numpy_binary_wheel_works():

@@ -270,7 +270,31 @@ def test_iterator_dropped(finish):
     else:
         del g
         gc.collect()
+    if finish == "close_created":
+        # As the locals of a def generator closed before it started: kept
+        # until the generator is freed (see the def twin below).
+        assert h.gen_drops() == before
+        del g
+        gc.collect()
     assert h.gen_drops() == before + 1
+
+
+def test_def_twin_of_close_created_keeps_locals_until_freed():
+    freed = []
+
+    class Local:
+        def __del__(self):
+            freed.append(1)
+
+    def gen(x):
+        yield x
+
+    g = gen(Local())
+    g.close()
+    assert freed == []
+    del g
+    gc.collect()
+    assert freed == [1]
 
 
 # --- async generators: acount, agen_await, agen_panic -----------------------

@@ -10,6 +10,8 @@ message, ``__context__``, yields, states, warnings) must be equal.
 import asyncio
 import gc
 import inspect
+import os
+import subprocess
 import sys
 import traceback
 import types
@@ -689,3 +691,108 @@ def test_hold_returns_the_object():
     obj = object()
     assert run_asyncio(lambda: h.hold(obj)) == run_asyncio(lambda: py_hold(obj)) == (
         "return", obj)
+
+
+# --- deep chains ------------------------------------------------------------
+
+def run_chain_script(body, recursion_limit=None):
+    """Run `body` in a fresh interpreter (a crash is a result, not the end
+    of the test run): its exit code and the last line it printed."""
+    import subprocess
+    import textwrap
+    prelude = "import sys, asyncio\nimport pycoro_harness as h\n"
+    prelude += "from loops import py_await_\n"
+    if recursion_limit is not None:
+        prelude += f"sys.setrecursionlimit({recursion_limit})\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(body)],
+        cwd=__import__("os").path.dirname(__file__),
+        capture_output=True, text=True, timeout=300)
+    lines = proc.stdout.strip().splitlines()
+    return proc.returncode, (lines[-1] if lines else proc.stderr[-2000:])
+
+
+CHAIN_FREE = """
+    def chain(make_leaf, wrap, n):
+        c = make_leaf()
+        for _ in range(n):
+            c = wrap(c)
+        return c
+    c = chain(lambda: {leaf}, {wrap}, {n})
+    del c
+    print("freed")
+"""
+
+
+@pytest.mark.parametrize("n", [20_000, 100_000])
+def test_freeing_a_deep_chain_of_never_run_coroutines(n):
+    # Each never-started coroutine holds the next; freeing the outermost
+    # frees them all, one inside the other's deallocation.  async def frees
+    # such chains at any depth; a native chain must not overflow the C
+    # stack either (the trashcan bounds the nesting).
+    twin = run_chain_script(CHAIN_FREE.format(leaf="py_await_(None)", wrap="py_await_", n=n))
+    native = run_chain_script(CHAIN_FREE.format(leaf="h.ready(1)", wrap="h.await_", n=n))
+    assert twin == (0, "freed")
+    assert native == twin
+
+
+CHAIN_RUN = """
+    import warnings
+    warnings.simplefilter("ignore")
+    async def main():
+        c = {leaf}
+        for _ in range({n}):
+            c = {wrap}(c)
+        try:
+            return await c
+        except RecursionError:
+            return "RecursionError"
+    print(asyncio.run(main()))
+"""
+
+
+@pytest.mark.parametrize("limit", [None, 1_000_000])
+def test_running_a_deep_chain_ends_in_recursion_error(limit):
+    # 50,000 coroutines each awaiting the next: async def raises
+    # RecursionError at the default limit and runs it at a raised one
+    # (its awaits take no C stack); a native chain takes C stack at every
+    # level, and must end in RecursionError, never a crash, at any limit.
+    n = 50_000
+    native = run_chain_script(CHAIN_RUN.format(leaf="h.ready(1)", wrap="h.await_", n=n), limit)
+    assert native == (0, "RecursionError")
+    twin = run_chain_script(CHAIN_RUN.format(leaf="py_ready(1)", wrap="py_await_", n=n).replace(
+        "async def main", "async def py_ready(v):\n        return v\n    async def main"), limit)
+    assert twin == (0, "RecursionError" if limit is None else "1")
+
+
+# --- interpreter finalization -------------------------------------------------
+
+FINALIZING = r"""
+import pycoro_harness as h
+# Suspended native coroutines and a generator left in __main__'s globals
+# are closed and freed by finalize_modules(), after Py_IsFinalizing() is
+# true: pyo3's Python::try_attach refuses then, and the step and clear
+# callbacks must still run (GeneratorExit, Drop) without a panic, an abort
+# or an unraisable error.
+keep = []
+for _ in range(3):
+    c = h.sleep(3600, None)
+    c.send(None)
+    keep.append(c)
+p = h.pending()
+p.send(None)
+keep.append(p)
+g = h.count(5)
+next(g)
+keep.append(g)
+print("ok", flush=True)
+"""
+
+
+def test_coroutines_freed_while_the_interpreter_finalizes():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(h.__file__), env.get("PYTHONPATH", "")])
+    r = subprocess.run([sys.executable, "-c", FINALIZING], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ok\n", "")

@@ -252,6 +252,28 @@ def reuse_is_refused(ops):
     return main
 
 
+@scenario()
+def await_a_coroutine_driven_elsewhere(ops):
+    # A suspended coroutine belongs to whoever drives it: awaiting it from
+    # another coroutine is "coroutine is being awaited already".  An async
+    # def is always suspended in an await; a native one may be suspended at
+    # a direct yield (yield_now), and the guard must hold there too.
+    async def main():
+        c = ops.yield_now(2)
+        c.send(None)
+        state = inspect.getcoroutinestate(c)
+
+        async def other():
+            return await c
+        try:
+            return await other()
+        except RuntimeError as e:
+            return state, e, inspect.getcoroutinestate(c)
+        finally:
+            c.close()
+    return main
+
+
 # --- cancellation ----------------------------------------------------------
 
 @scenario(runtimes=RUNTIMES)

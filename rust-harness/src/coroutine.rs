@@ -36,9 +36,9 @@
 //! future lives inline in the native state (pinned there; boxed only when
 //! larger than 256 bytes or aligned to more than 16), beside the slot the
 //! step shares with [`py_await`] and the waker's state.  The shared
-//! [`crate::waker::WakeSignal`] behind the waker is allocated only when a
+//! `WakeSignal` (private module `waker`) behind the waker is allocated only when a
 //! future keeps a clone of its waker or the coroutine waits for it (see
-//! [`crate::waker::LazyWaker`]).
+//! `LazyWaker`).
 //!
 //! # Garbage collection
 //!
@@ -100,7 +100,7 @@ use crate::runtime::{self, Suspend};
 use crate::waker::LazyWaker;
 
 /// The boxed future a native coroutine runs.
-pub type BoxFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send + 'static>>;
+type BoxFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send + 'static>>;
 
 /// The static description of one native "def": what its code object says
 /// (file, name, lines) and the cached code object and function.  Make one
@@ -155,7 +155,7 @@ impl CoroutineDef {
     }
 
     /// The lines the code object spans: `(co_firstlineno, nlines)`.
-    pub fn lines(&self) -> (u32, u32) {
+    pub(crate) fn lines(&self) -> (u32, u32) {
         match crate::lines::fn_span(self.spans, self.file, self.firstlineno) {
             Some((first, last)) => (first, last - first + 1),
             None => (self.firstlineno, self.nlines),
@@ -170,7 +170,7 @@ impl CoroutineDef {
     /// The absolute source path recorded as `co_filename`: `file!()` is
     /// relative to the workspace root (or the package root), so try the
     /// manifest directory and its ancestors.
-    pub fn filename(&self) -> String {
+    pub(crate) fn filename(&self) -> String {
         let file = Path::new(self.file);
         if file.is_absolute() {
             return self.file.to_owned();
@@ -218,7 +218,7 @@ impl CoroutineDef {
 
     /// [`function`](Self::function), borrowed from the cache.
     #[inline]
-    pub fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
+    pub(crate) fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
         self.function
             .get_or_try_init(py, || {
                 let (firstlineno, nlines) = self.lines();
@@ -516,22 +516,10 @@ impl Builder {
             },
         };
         if FrameDef::<Body<F>>::FITS && size_of::<F>() <= INLINE_FUTURE_MAX {
-            raw::new_native_object(
-                func,
-                &FrameDef::<Body<F>>::DEF,
-                Body::new(state, future),
-                self.held,
-                Kind::Coroutine,
-            )
+            raw::new_native_object(func, Body::new(state, future), self.held, Kind::Coroutine)
         } else {
             let future: BoxFuture = Box::pin(future);
-            raw::new_native_object(
-                func,
-                &FrameDef::<Body<BoxFuture>>::DEF,
-                Body::new(state, future),
-                self.held,
-                Kind::Coroutine,
-            )
+            raw::new_native_object(func, Body::new(state, future), self.held, Kind::Coroutine)
         }
     }
 }

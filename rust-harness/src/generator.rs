@@ -70,9 +70,7 @@ pub struct GeneratorDef {
 }
 
 impl GeneratorDef {
-    /// A generator (`kind` [`Kind::Generator`]) or async generator
-    /// ([`Kind::AsyncGenerator`]) def described by `base`.
-    pub const fn new(base: &'static CoroutineDef, kind: Kind) -> Self {
+    const fn new(base: &'static CoroutineDef, kind: Kind) -> Self {
         Self {
             base,
             kind,
@@ -80,15 +78,24 @@ impl GeneratorDef {
         }
     }
 
-    /// The description of the code object (as a [`CoroutineDef`], which
-    /// also makes the coroutines that produce an async generator's items).
-    pub fn base(&self) -> &'static CoroutineDef {
-        self.base
+    /// A native generator def (for [`NativeGenerator`]) described by
+    /// `base`: what [`generator_def!`](crate::generator_def) makes.
+    pub const fn generator(base: &'static CoroutineDef) -> Self {
+        Self::new(base, Kind::Generator)
     }
 
-    /// The kind of the code object.
-    pub fn kind(&self) -> Kind {
-        self.kind
+    /// A native async generator def (for
+    /// [`NativeAsyncGenerator`](crate::NativeAsyncGenerator)) described by
+    /// `base`: what [`async_generator_def!`](crate::async_generator_def)
+    /// makes.
+    pub const fn async_generator(base: &'static CoroutineDef) -> Self {
+        Self::new(base, Kind::AsyncGenerator)
+    }
+
+    /// The description of the code object (as a [`CoroutineDef`], which
+    /// also makes the coroutines that produce an async generator's items).
+    pub(crate) fn base(&self) -> &'static CoroutineDef {
+        self.base
     }
 
     /// The `co_name` of the code object.
@@ -105,7 +112,7 @@ impl GeneratorDef {
     }
 
     /// [`function`](Self::function), borrowed from the cache.
-    pub fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
+    pub(crate) fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
         self.function
             .get_or_try_init(py, || {
                 let base = self.base.function(py)?;
@@ -145,10 +152,8 @@ macro_rules! generator_def {
         $crate::generator_def!($name, nlines = 64)
     };
     ($name:literal, nlines = $nlines:expr) => {{
-        static DEF: $crate::GeneratorDef = $crate::GeneratorDef::new(
-            $crate::coroutine_def!($name, nlines = $nlines),
-            $crate::raw::Kind::Generator,
-        );
+        static DEF: $crate::GeneratorDef =
+            $crate::GeneratorDef::generator($crate::coroutine_def!($name, nlines = $nlines));
         &DEF
     }};
 }
@@ -161,16 +166,11 @@ macro_rules! async_generator_def {
         $crate::async_generator_def!($name, nlines = 64)
     };
     ($name:literal, nlines = $nlines:expr) => {{
-        static DEF: $crate::GeneratorDef = $crate::GeneratorDef::new(
-            $crate::coroutine_def!($name, nlines = $nlines),
-            $crate::raw::Kind::AsyncGenerator,
-        );
+        static DEF: $crate::GeneratorDef =
+            $crate::GeneratorDef::async_generator($crate::coroutine_def!($name, nlines = $nlines));
         &DEF
     }};
 }
-
-/// The boxed iterator a native generator runs.
-pub type BoxIter = Box<dyn Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static>;
 
 /// The body stored in the generator's native state: the function that
 /// makes the next item, inline (or boxed if it is over-aligned for the
@@ -257,22 +257,10 @@ impl NativeGenerator {
     {
         let func = def.function_ref(py)?;
         if FrameDef::<FnBody<G>>::FITS {
-            raw::new_native_object(
-                func,
-                &FrameDef::<FnBody<G>>::DEF,
-                FnBody { next },
-                Vec::new(),
-                Kind::Generator,
-            )
+            raw::new_native_object(func, FnBody { next }, Vec::new(), Kind::Generator)
         } else {
             let next: BoxFn = Box::new(next);
-            raw::new_native_object(
-                func,
-                &FrameDef::<FnBody<BoxFn>>::DEF,
-                FnBody { next },
-                Vec::new(),
-                Kind::Generator,
-            )
+            raw::new_native_object(func, FnBody { next }, Vec::new(), Kind::Generator)
         }
     }
 

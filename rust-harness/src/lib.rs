@@ -5,18 +5,20 @@
 //! frame, run by a C step function instead of bytecode.  This crate turns
 //! any `Future<Output = PyResult<Py<PyAny>>> + Send + 'static` into such a
 //! coroutine ([`NativeCoroutine`]), lets the future await Python awaitables
-//! ([`py_await`]), wakes it from any thread ([`waker`], [`runtime`]), and
+//! ([`py_await`]), wakes it from any thread ([`runtime`]), and
 //! turns panics into `pycoro_runtime.PanicException` ([`mod@panic`]).
 //!
-//! Layers, from the bottom:
-//! - [`ffi`]: bindgen's bindings of the new C API beside `pyo3::ffi`; no
+//! Layers, from the bottom (the first three are private to the crate):
+//! - `ffi`: bindgen's bindings of the new C API beside `pyo3::ffi`; no
 //!   logic;
-//! - [`raw`]: every `unsafe` block of the crate, each with its `SAFETY`
+//! - `raw`: every `unsafe` block of the crate, each with its `SAFETY`
 //!   comment: object creation and the C callbacks of the native frame;
-//! - safe modules: [`coroutine`], [`waker`], [`runtime`], [`mod@panic`],
-//!   [`lines`] (the Rust source line a native frame reports), [`generator`]
-//!   (Rust iterators as generators), [`stream`] (Rust streams as async
-//!   generators).
+//! - `waker`: the waker of a native coroutine, lock-free when nothing
+//!   waits for it (model-checked with `loom`: see `scripts/test`);
+//! - the public modules: [`coroutine`], [`runtime`], [`interrupt`],
+//!   [`mod@panic`], [`lines`] (the Rust source line a native frame
+//!   reports), [`generator`] (Rust iterators as generators), [`stream`]
+//!   (Rust streams as async generators).
 //!
 //! ```
 //! use pyo3::prelude::*;
@@ -31,17 +33,61 @@
 //!     assert_eq!(v, 42);
 //! });
 //! ```
+//!
+//! # Soundness
+//!
+//! No safe code can reach undefined behaviour through this crate.  In
+//! particular the native state of an object is always written and read
+//! with the frame definition of the body type it holds: the definition is
+//! derived from that type inside the crate, and the layer that makes
+//! objects from a definition is private.  Pairing one body type's
+//! definition with another type's value, as the former public
+//! `pycoro::raw` allowed (a misaligned or out-of-bounds access in the
+//! step), no longer compiles:
+//!
+//! ```compile_fail,E0603
+//! use pyo3::prelude::*;
+//! use pycoro::raw::{self, FrameDef, Frame, Kind, NativeBody, Sent, Step};
+//! use std::pin::Pin;
+//!
+//! struct Small(u8);
+//! struct Large([u64; 8]);
+//! impl NativeBody for Small {
+//!     fn step<'py>(self: Pin<&mut Self>, f: &Frame<'_, 'py>, _: Sent<'_, 'py>) -> Step {
+//!         Step::Return(f.py().None())
+//!     }
+//! }
+//! impl NativeBody for Large {
+//!     fn step<'py>(self: Pin<&mut Self>, f: &Frame<'_, 'py>, _: Sent<'_, 'py>) -> Step {
+//!         Step::Return(f.py().None())
+//!     }
+//! }
+//! Python::attach(|py| {
+//!     let func = pycoro::coroutine_def!("mixed").function(py).unwrap();
+//!     // Large's definition (a 72-byte state) holding a Small body: the
+//!     // step then reads a `Large` out of a `Small`'s slot.
+//!     let _ = raw::new_native_object(
+//!         func.as_borrowed(),
+//!         &FrameDef::<Large>::DEF,
+//!         Small(1),
+//!         Vec::new(),
+//!         Kind::Coroutine,
+//!     );
+//! });
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod coroutine;
-pub mod ffi;
+mod ffi;
 pub mod generator;
 pub mod interrupt;
 pub mod lines;
 pub mod panic;
-pub mod raw;
+mod raw;
 pub mod runtime;
 pub mod stream;
-pub mod waker;
+mod waker;
 
 pub use coroutine::{CoroutineDef, NativeCoroutine, PyAwait, held, py_await};
 pub use generator::{GeneratorDef, NativeGenerator};

@@ -29,7 +29,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyType};
 
 /// Name of the module that holds the shared exception type.
-pub const RUNTIME_MODULE: &str = "pycoro_runtime";
+pub(crate) const RUNTIME_MODULE: &str = "pycoro_runtime";
 
 static PANIC_EXCEPTION: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -75,7 +75,7 @@ pub fn panic_exception_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
 
 /// The message carried by a panic payload (`panic!` with a literal or a
 /// format string gives `&str` or `String`).
-pub fn payload_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn payload_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -1,5 +1,8 @@
 //! The thin unsafe layer: every `unsafe` block of the crate lives here, each
-//! with a `// SAFETY:` comment.  Above it ([`crate::coroutine`],
+//! with a `// SAFETY:` comment.  It is private to the crate (nothing here is
+//! public API): a body type picks its own frame definition
+//! ([`FrameDef::<B>::DEF`](FrameDef), derived from `B`), so no caller can
+//! pair one body type's definition with another's value.  Above it ([`crate::coroutine`],
 //! [`crate::waker`], [`crate::runtime`], [`crate::panic`]) the code is safe
 //! Rust working with pyo3's GIL-bound types.
 //!
@@ -19,9 +22,9 @@
 //!
 //! The step is the hot path of every `await` (benches/analysis.md): it
 //! borrows what CPython passes (no reference counting), counts the thread
-//! as attached through pyo3's own callback trampoline instead of
-//! `PyGILState_Ensure` (see "Counting the thread as attached" below), and
-//! needs no heap allocation: the body lives inline in the state.
+//! as attached through pyo3's public `Python::try_attach` (see "Counting the
+//! thread as attached" below), and needs no heap allocation: the body lives
+//! inline in the state.
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
@@ -31,10 +34,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
-use pyo3::exceptions::{PySystemError, PyTypeError};
-// pyo3's callback trampolines (public, `#[doc(hidden)]`): see "Counting
-// the thread as attached" below.
-use pyo3::impl_::trampoline::{MethodDef, unaryfunc};
+use pyo3::exceptions::PySystemError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
@@ -65,8 +65,7 @@ pub type Sent<'a, 'py> = PyResult<Borrowed<'a, 'py, PyAny>>;
 
 /// A Rust value that runs as the body of a native frame.
 ///
-/// [`frame_def`] (or [`FrameDef::DEF`]) turns an implementation into the C
-/// callbacks; the value is stored inline in the object (see
+/// [`FrameDef`] turns an implementation into the C callbacks; the value is stored inline in the object (see
 /// [`new_native_object`]), never moves while it lives there (hence
 /// `Pin`), and is dropped by the frame's `clear` callback.
 pub trait NativeBody: Send + 'static {
@@ -96,17 +95,6 @@ impl<'a, 'py> Frame<'a, 'py> {
         self.gen_.py()
     }
 
-    /// The coroutine (generator, async generator) being stepped.
-    pub fn object(&self) -> Borrowed<'a, 'py, PyAny> {
-        self.gen_
-    }
-
-    /// The objects given to [`new_native_object`] to hold (visited by the
-    /// GC, released by `clear`).
-    pub fn held(&self) -> &'a [Py<PyAny>] {
-        self.held
-    }
-
     /// `PyGen_SetNativeLine(gen, line)` for the running frame.
     #[inline]
     pub fn set_line(&self, line: u32) {
@@ -125,31 +113,23 @@ struct Slot<B> {
     body: MaybeUninit<B>,
 }
 
-/// The frame definition for bodies of type `B`; keep it in a `static`
-/// (CPython requires it to outlive every object made from it), or use
-/// [`FrameDef::DEF`].
-pub const fn frame_def<B: NativeBody>() -> ffi::PyNativeFrameDef {
-    assert!(
-        align_of::<Slot<B>>() <= 16,
-        "native state is only 16-byte aligned"
-    );
-    FrameDef::<B>::DEF
-}
-
-/// The frame definition of bodies of type `B` as an associated constant:
+/// The frame definition of bodies of type `B`, as an associated constant
+/// derived from `B` alone: the callbacks and the state size all come from
+/// the same `B`, and [`new_native_object`] takes no definition, only a
+/// body, whose type picks [`FrameDef::<B>::DEF`](FrameDef::DEF).
 /// `&FrameDef::<B>::DEF` is a `&'static` (constant promotion), so generic
 /// code needs no `static` per type.  A body aligned to more than 16 bytes
 /// gets an invalid definition (`state_size` -1), which
 /// [`new_native_object`] and CPython refuse with `SystemError`.
-pub struct FrameDef<B>(PhantomData<B>);
+pub(crate) struct FrameDef<B>(PhantomData<B>);
 
 impl<B: NativeBody> FrameDef<B> {
     /// See [`FrameDef`].
-    pub const DEF: ffi::PyNativeFrameDef = ffi::PyNativeFrameDef {
+    const DEF: ffi::PyNativeFrameDef = ffi::PyNativeFrameDef {
         step: Some(step_trampoline::<B>),
         traverse: Some(traverse_trampoline::<B>),
         clear: Some(clear_trampoline::<B>),
-        state_size: if align_of::<Slot<B>>() <= 16 {
+        state_size: if Self::FITS {
             size_of::<Slot<B>>() as ffi::Py_ssize_t
         } else {
             -1
@@ -157,7 +137,13 @@ impl<B: NativeBody> FrameDef<B> {
     };
 
     /// Whether bodies of type `B` fit the native state's alignment.
-    pub const FITS: bool = align_of::<Slot<B>>() <= 16;
+    pub(crate) const FITS: bool = align_of::<Slot<B>>() <= 16;
+
+    /// The definition, with the `'static` lifetime CPython requires.
+    #[inline(always)]
+    fn def() -> &'static ffi::PyNativeFrameDef {
+        &Self::DEF
+    }
 }
 
 /// What a native frame runs as: the object its constructor makes and the
@@ -247,34 +233,25 @@ pub fn new_function<'py>(
     }
 }
 
-/// `PyCoro_NewNative(def, func, NULL, NULL)`, then the body written into the
-/// zero-filled state.  If anything fails the coroutine is released with its
-/// state still zero-filled, which `clear` treats as empty.
-pub fn new_native_coroutine<'py, B: NativeBody>(
-    func: &Bound<'py, PyAny>,
-    def: &'static ffi::PyNativeFrameDef,
-    body: B,
-) -> PyResult<Bound<'py, PyAny>> {
-    new_native_object(func.as_borrowed(), def, body, Vec::new(), Kind::Coroutine)
-}
-
 /// `PyCoro_NewNative`, `PyGen_NewNative` or `PyAsyncGen_NewNative(def,
 /// func, NULL, NULL)` as `kind` says (the code of `func` must be of that
-/// kind, or CPython raises `TypeError`), then `held` (objects the state
-/// owns, visited by the GC: see [`Frame::held`]) and the body written into
-/// the zero-filled state, as [`new_native_coroutine`] does.
+/// kind, or CPython raises `TypeError`), with `def` the definition of `B`
+/// ([`FrameDef`]), then `held` (objects the state owns, visited by the GC:
+/// see [`Frame::held`]) and the body written into the zero-filled state.
+/// If anything fails the object is released with its state still
+/// zero-filled, which `clear` treats as empty.
 #[inline(always)]
-pub fn new_native_object<'py, B: NativeBody>(
+pub(crate) fn new_native_object<'py, B: NativeBody>(
     func: Borrowed<'_, 'py, PyAny>,
-    def: &'static ffi::PyNativeFrameDef,
     body: B,
     held: Vec<Py<PyAny>>,
     kind: Kind,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = func.py();
-    if def.state_size < size_of::<Slot<B>>() as ffi::Py_ssize_t {
+    let def = FrameDef::<B>::def();
+    if !FrameDef::<B>::FITS {
         return Err(PySystemError::new_err(
-            "native frame state too small for its body",
+            "native frame state is only 16-byte aligned: box the body",
         ));
     }
     let constructor = match kind {
@@ -297,40 +274,23 @@ pub fn new_native_object<'py, B: NativeBody>(
             ),
         )?
     };
-    // SAFETY: GIL held; `coro` is live.  Returns NULL with TypeError set if
-    // `coro` has no native frame.
-    let state = unsafe { ffi::PyGen_GetNativeState(coro.as_ptr()) };
-    if state.is_null() {
-        return Err(PyErr::fetch(py));
-    }
+    let state = native_state(&coro, def)?;
     if (state as usize) % align_of::<Slot<B>>() != 0 {
         return Err(PySystemError::new_err("native frame state is misaligned"));
     }
     let slot = state.cast::<Slot<B>>();
-    // SAFETY: CPython guarantees `state` points to `def.state_size` (checked
-    // >= size_of::<Slot<B>>() above) zero-filled bytes, 16-byte aligned
-    // (checked against Slot's alignment), owned by `coro`, which nothing
-    // else has seen yet: writing the slot cannot race or overwrite a body.
-    // Field by field, so that the body is moved straight into place.
+    // SAFETY: `state` is the native state of `coro`, made from `def`, the
+    // definition of `B`: CPython guarantees it points to `def.state_size`
+    // (= size_of::<Slot<B>>(), as FITS holds) zero-filled bytes, 16-byte
+    // aligned (checked against Slot's alignment), owned by `coro`, which
+    // nothing else has seen yet: writing the slot cannot race or overwrite
+    // a body.  Field by field, so that the body is moved straight into place.
     unsafe {
         (&raw mut (*slot).held).write(MaybeUninit::new(held));
         (&raw mut (*slot).body).write(MaybeUninit::new(body));
         (&raw mut (*slot).init).write(true);
     }
     Ok(coro)
-}
-
-/// `PyGen_SetNativeLine(coro, line)`.
-pub fn set_native_line(coro: &Bound<'_, PyAny>, line: u32) -> PyResult<()> {
-    let line = c_int::try_from(line).unwrap_or(c_int::MAX);
-    // SAFETY: GIL held (Bound); `coro` is live; returns -1 with an
-    // exception set on error.
-    let r = unsafe { ffi::PyGen_SetNativeLine(coro.as_ptr(), line) };
-    if r < 0 {
-        Err(PyErr::fetch(coro.py()))
-    } else {
-        Ok(())
-    }
 }
 
 /// `PyGen_SetNativeLine` on a frame known to be running: it cannot fail
@@ -420,30 +380,38 @@ fn raise(py: Python<'_>, err: PyErr) {
 // thread as attached only inside its own guards: a `Py` dropped outside
 // them is not released but queued in pyo3's deferred-decref pool (until
 // the next pyo3 call), which delays `__del__`, finalizers and the "never
-// awaited" warning of objects a body releases.  `Python::attach` would
-// count us in, but it calls `PyGILState_Ensure`/`Release` when pyo3's count
-// is zero (always so here: CPython, not pyo3, called us).  pyo3's own
-// callback trampolines (what a `#[pyfunction]` or a slot runs in) count
-// the thread in with no C call, assuming the GIL held as CPython
-// guarantees for them as for us; pyo3 exposes them (`#[doc(hidden)]`) for
-// its macros' generated code.  `step`/`clear` go through the one-argument
-// slot trampoline (`unaryfunc`), which passes our argument block through
-// as its object pointer: pyo3 0.30's trampolines only wrap the call
-// (count in, catch panics, count out), they never touch the pointer.
+// awaited" warning of objects a body releases.  So both callbacks run
+// inside `Python::try_attach` (public, semver-covered API).  When pyo3's
+// count is zero (the usual case: CPython, not pyo3, called us) it calls
+// `PyGILState_Ensure`, which finds this thread's state current and only
+// bumps a counter, and `PyGILState_Release` after; when it is not (a step
+// run by a `send` called from Rust), it only counts.
+//
+// `try_attach` refuses (`None`) while the interpreter finalizes (CPython
+// still closes and frees coroutines then, e.g. those left in module
+// globals), and during a pyo3 `__traverse__` (where CPython never steps
+// or clears a frame).  The GIL is held all the same (CPython's contract
+// for both callbacks), so the callback then runs with the token of
+// `Python::assume_attached`: pyo3 queues what the body releases instead of
+// releasing it (at shutdown: a leak, not a fault), and a `Python::attach`
+// inside the body panics, which the step reports as `PanicException` like
+// any panic.  Nothing unwinds into C: a panic that escapes even that (in
+// pyo3's attach itself) sets `SystemError` (`step`) or is dropped
+// (`clear`, which cannot report).
 
-/// The arguments of one `step` call, passed through pyo3's trampoline.
-struct StepCall {
-    gen_: *mut ffi::PyObject,
-    state: *mut c_void,
-    sent: *mut ffi::PyObject,
-    result: *mut *mut ffi::PyObject,
-    kind: ffi::PyNativeStep,
-}
-
-struct StepMeth<B>(PhantomData<B>);
-
-impl<B: NativeBody> MethodDef<unaryfunc::Func> for StepMeth<B> {
-    const METH: unaryfunc::Func = step_counted::<B>;
+/// Run `f` counted as attached by pyo3 (see above).
+///
+/// # Safety
+/// The thread holds the GIL (it is inside a CPython callback that
+/// guarantees it).
+#[inline(always)]
+unsafe fn attached<R>(f: impl Copy + for<'py> FnOnce(Python<'py>) -> R) -> R {
+    match Python::try_attach(f) {
+        Some(r) => r,
+        // SAFETY: the GIL is held (the contract above); the token lives
+        // for this call only.
+        None => f(unsafe { Python::assume_attached() }),
+    }
 }
 
 unsafe extern "C" fn step_trampoline<B: NativeBody>(
@@ -452,35 +420,20 @@ unsafe extern "C" fn step_trampoline<B: NativeBody>(
     sent: *mut ffi::PyObject,
     result: *mut *mut ffi::PyObject,
 ) -> ffi::PyNativeStep {
-    let mut call = StepCall {
-        gen_,
-        state,
-        sent,
-        result,
-        kind: ffi::PyNativeStep::PyNative_ERROR,
+    let step = move |py: Python<'_>| {
+        // SAFETY: CPython calls this `step` of a frame made by
+        // `FrameDef::<B>::DEF` with these arguments and the GIL held: the
+        // contract of `step_attached`.
+        unsafe { step_attached::<B>(py, gen_, state, sent, result) }
     };
-    // SAFETY: CPython calls `step` with the GIL held, which is all pyo3's
-    // trampoline requires; it hands `&mut call` (live for the call) to
-    // `step_counted` untouched.  If it ever caught a panic it would set
-    // the exception and leave `kind` at ERROR: consistent.
-    unsafe { unaryfunc::<StepMeth<B>>((&raw mut call).cast()) };
-    call.kind
-}
-
-/// The step, counted as attached by pyo3.
-///
-/// # Safety
-/// `call` is the `StepCall` of `step_trampoline`; its pointers are those
-/// CPython passed to the `step` of a frame made by `FrameDef::<B>::DEF`.
-unsafe fn step_counted<B: NativeBody>(
-    py: Python<'_>,
-    call: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    // SAFETY: see the contract above.
-    let call = unsafe { &mut *call.cast::<StepCall>() };
-    // SAFETY: the contract of `step_attached` is this one.
-    call.kind = unsafe { step_attached::<B>(py, call.gen_, call.state, call.sent, call.result) };
-    Ok(std::ptr::null_mut())
+    // SAFETY: CPython calls `step` with the GIL held.
+    match catch_unwind(AssertUnwindSafe(|| unsafe { attached(step) })) {
+        Ok(kind) => kind,
+        Err(_) => {
+            set_system_error();
+            ffi::PyNativeStep::PyNative_ERROR
+        }
+    }
 }
 
 /// The step callback, once attached.
@@ -523,24 +476,38 @@ unsafe fn step_attached<B: NativeBody>(
             (None, &[][..])
         }
     };
-    let frame = Frame { gen_, held };
-    // SAFETY: `result` is a valid out-pointer supplied by CPython.
-    let result = unsafe { &mut *result };
-    match catch_unwind(AssertUnwindSafe(|| step_inner(body, &frame, sent, result))) {
-        Ok(kind) => kind,
-        Err(payload) => {
-            // The body panicked (as `raise PanicException(msg)`; nothing
-            // was stored in `result`), or converting its outcome did: report
-            // it, but never unwind into C.
-            let fallback = catch_unwind(AssertUnwindSafe(|| {
-                raise(py, crate::panic::panic_to_pyerr(py, payload))
-            }));
-            if fallback.is_err() {
-                set_system_error();
+    let kind = {
+        let frame = Frame { gen_, held };
+        // SAFETY: `result` is a valid out-pointer supplied by CPython.
+        let result = unsafe { &mut *result };
+        match catch_unwind(AssertUnwindSafe(|| step_inner(body, &frame, sent, result))) {
+            Ok(kind) => kind,
+            Err(payload) => {
+                // The body panicked (as `raise PanicException(msg)`;
+                // nothing was stored in `result`), or converting its
+                // outcome did: report it, but never unwind into C.
+                let fallback = catch_unwind(AssertUnwindSafe(|| {
+                    raise(py, crate::panic::panic_to_pyerr(py, payload))
+                }));
+                if fallback.is_err() {
+                    set_system_error();
+                }
+                ffi::PyNativeStep::PyNative_ERROR
             }
-            ffi::PyNativeStep::PyNative_ERROR
         }
+    };
+    // RETURN and ERROR finish the frame: CPython never steps it again, so
+    // the body is dropped now, while the thread is counted as attached (as
+    // a Python frame releases its locals when it returns), and `clear`
+    // later finds an empty state and need not attach at all.
+    if kind == ffi::PyNativeStep::PyNative_RETURN || kind == ffi::PyNativeStep::PyNative_ERROR {
+        // SAFETY: the borrows of the body and `held` above have ended; the
+        // state is that of a `FrameDef::<B>::DEF` frame, GIL held, the
+        // step of this object is not re-entered and `clear` does not run
+        // while it runs: the contract of `drop_slot`.
+        unsafe { drop_slot::<B>(py, slot) };
     }
+    kind
 }
 
 unsafe extern "C" fn traverse_trampoline<B: NativeBody>(
@@ -569,40 +536,49 @@ unsafe extern "C" fn traverse_trampoline<B: NativeBody>(
     0
 }
 
-struct ClearMeth<B>(PhantomData<B>);
-
-impl<B: NativeBody> MethodDef<unaryfunc::Func> for ClearMeth<B> {
-    const METH: unaryfunc::Func = clear_counted::<B>;
-}
-
 unsafe extern "C" fn clear_trampoline<B: NativeBody>(state: *mut c_void) {
-    // SAFETY: CPython calls `clear` with the GIL held; pyo3's trampoline
-    // counts the thread as attached (see `step_trampoline`) and passes
-    // `state` to `clear_counted` untouched.
-    unsafe { unaryfunc::<ClearMeth<B>>(state.cast()) };
+    let slot = state.cast::<Slot<B>>();
+    // SAFETY: CPython calls `clear` of a `FrameDef::<B>::DEF` frame with
+    // its state (zero-filled or written by `new_native_object`) and the
+    // GIL held, never while its step runs; `init` is a plain bool of it.
+    // Empty (never filled, or emptied when the frame finished): nothing to
+    // drop, no need to attach.
+    if !unsafe { (*slot).init } {
+        return;
+    }
+    let clear = move |py: Python<'_>| {
+        // SAFETY: as above: the contract of `drop_slot`.
+        unsafe { drop_slot::<B>(py, slot) }
+    };
+    // SAFETY: CPython calls `clear` with the GIL held.  A panic of pyo3's
+    // attach itself cannot be reported from here (no return value): it is
+    // dropped rather than unwound into C.
+    let _ = catch_unwind(AssertUnwindSafe(|| unsafe { attached(clear) }));
 }
 
-/// The clear callback, counted as attached by pyo3.
+/// Drop what the state holds (the `held` objects, then the body) and mark
+/// it empty; a panic in a drop is reported through [`NativeBody::unraisable`].
+/// An exception being propagated (after an ERROR step) is kept aside
+/// while the drops run Python code.
 ///
 /// # Safety
-/// CPython calls clear with the GIL held, exactly once per object, never
-/// while its step runs, possibly on a zero-filled state.
-unsafe fn clear_counted<B: NativeBody>(
-    py: Python<'_>,
-    state: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    let slot = state.cast::<Slot<B>>();
-    // SAFETY: see the contract above; the state is that of a
-    // `FrameDef::<B>::DEF` frame.  `init` is reset first, so even a
-    // panicking drop leaves no second drop.  `held` goes first, then the
-    // body (the order of the fields of the former single body).
+/// `slot` is the state of a `FrameDef::<B>::DEF` frame, GIL held, with no
+/// borrow of its body or `held` alive: in `clear` (exactly once per
+/// object, never while its step runs, possibly on a zero-filled state), or
+/// at the end of the step that finished the frame.
+unsafe fn drop_slot<B: NativeBody>(py: Python<'_>, slot: *mut Slot<B>) {
+    // SAFETY: see the contract above.  `init` is reset first, so even a
+    // panicking drop leaves no second drop, and `traverse` (which the drops
+    // may trigger) sees an empty state.  `held` goes first, then the body
+    // (the order of the fields of the former single body).
     let (held, body) = unsafe {
         if !(*slot).init {
-            return Ok(std::ptr::null_mut());
+            return;
         }
         (*slot).init = false;
         ((*slot).held.assume_init_read(), &raw mut (*slot).body)
     };
+    let pending = take_raised(py);
     // The held objects can run `__del__`: no lock or borrow is held here.
     let dropped = catch_unwind(AssertUnwindSafe(|| {
         drop(held);
@@ -612,16 +588,12 @@ unsafe fn clear_counted<B: NativeBody>(
     }));
     if let Err(payload) = dropped {
         let _ = catch_unwind(AssertUnwindSafe(|| {
-            // Keep an exception that is being propagated (clear may run
-            // while one is set, e.g. after an ERROR step).
-            let pending = take_raised(py);
             B::unraisable(py, crate::panic::panic_to_pyerr(py, payload));
-            if let Some(e) = pending {
-                e.restore(py);
-            }
         }));
     }
-    Ok(std::ptr::null_mut())
+    if let Some(e) = pending {
+        e.restore(py);
+    }
 }
 
 // The borrowed waker of a native coroutine's poll (see
@@ -809,20 +781,62 @@ impl<R, F> PinPair<R, F> {
             (&mut this.rest, Pin::new_unchecked(&mut this.pinned))
         }
     }
-
-    /// The unpinned half.
-    pub fn rest(&self) -> &R {
-        &self.rest
-    }
 }
-/// Report `err` as a type error if `obj` is not a native coroutine; used by
-/// tests and debugging helpers.
-pub fn check_native(obj: &Bound<'_, PyAny>) -> PyResult<()> {
-    // SAFETY: GIL held; `obj` is live; NULL return sets TypeError.
-    let state = unsafe { ffi::PyGen_GetNativeState(obj.as_ptr()) };
+
+/// `PyGen_GetNativeState(obj, def)`: the native state of `obj`, a
+/// generator, coroutine or async generator made from `def`; `TypeError`
+/// if it has no native frame or was made from another definition (CPython
+/// checks the owner).
+fn native_state(
+    obj: &Bound<'_, PyAny>,
+    def: &'static ffi::PyNativeFrameDef,
+) -> PyResult<*mut c_void> {
+    // SAFETY: GIL held (Bound); `obj` is live, `def` a valid definition;
+    // returns NULL with TypeError set if `obj` has no native frame or was
+    // made from another definition.
+    let state = unsafe { ffi::PyGen_GetNativeState(obj.as_ptr(), def) };
     if state.is_null() {
         return Err(take_raised(obj.py())
-            .unwrap_or_else(|| PyTypeError::new_err("object has no native frame")));
+            .unwrap_or_else(|| PySystemError::new_err("no native state, and no exception set")));
     }
-    Ok(())
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyo3::exceptions::PyTypeError;
+
+    struct Mine(#[allow(dead_code)] u64);
+    struct Theirs;
+
+    impl NativeBody for Mine {
+        fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, _: Sent<'_, 'py>) -> Step {
+            Step::Return(frame.py().None())
+        }
+    }
+
+    impl NativeBody for Theirs {
+        fn step<'py>(self: Pin<&mut Self>, frame: &Frame<'_, 'py>, _: Sent<'_, 'py>) -> Step {
+            Step::Return(frame.py().None())
+        }
+    }
+
+    #[test]
+    fn the_state_is_reached_only_with_the_definition_of_its_body_type() {
+        Python::attach(|py| {
+            let func = crate::coroutine_def!("owner").function(py).unwrap();
+            let coro = new_native_object(func.as_borrowed(), Mine(7), Vec::new(), Kind::Coroutine)
+                .unwrap();
+            assert!(native_state(&coro, FrameDef::<Mine>::def()).is_ok());
+            // CPython checks the owner: another body type's definition
+            // gets TypeError, not the state.
+            let err = native_state(&coro, FrameDef::<Theirs>::def()).unwrap_err();
+            assert!(err.is_instance_of::<PyTypeError>(py), "{err}");
+            // And an object that is no native coroutine at all.
+            let err = native_state(func.as_any(), FrameDef::<Mine>::def()).unwrap_err();
+            assert!(err.is_instance_of::<PyTypeError>(py), "{err}");
+            coro.call_method0("close").unwrap();
+        });
+    }
 }

@@ -66,7 +66,7 @@
 //! runtimes (anyio runs on one of the two), without depending on sniffio
 //! and at the cost of one dict lookup per suspension for a runtime never
 //! imported.  A new runtime is one more branch in `suspend`: the
-//! [`crate::waker::WakeSignal`] hook takes any closure.
+//! `WakeSignal` (private module `waker`) hook takes any closure.
 //!
 //! ## Measured trade-offs
 //!

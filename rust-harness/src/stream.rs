@@ -75,12 +75,11 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 
 use crate::coroutine::NativeCoroutine;
-use crate::ffi;
 use crate::generator::GeneratorDef;
 use crate::raw::{self, Frame, Kind, NativeBody, Sent, Step};
 
 /// The boxed stream a native async generator runs.
-pub type BoxStream = Pin<Box<dyn Stream<Item = PyResult<Py<PyAny>>> + Send + 'static>>;
+type BoxStream = Pin<Box<dyn Stream<Item = PyResult<Py<PyAny>>> + Send + 'static>>;
 
 /// The stream, shared by the generator and the item coroutine polling it;
 /// `None` once dropped.
@@ -149,8 +148,6 @@ struct StreamBody {
     /// Whether the generator awaits an item coroutine.
     awaiting: bool,
 }
-
-static AGEN_FRAME_DEF: ffi::PyNativeFrameDef = raw::frame_def::<StreamBody>();
 
 impl StreamBody {
     fn finish(&mut self, step: Step) -> Step {
@@ -225,12 +222,6 @@ impl NativeAsyncGenerator {
             stream: Arc::new(Mutex::new(Some(Box::pin(stream)))),
             awaiting: false,
         };
-        raw::new_native_object(
-            func,
-            &AGEN_FRAME_DEF,
-            body,
-            Vec::new(),
-            Kind::AsyncGenerator,
-        )
+        raw::new_native_object(func, body, Vec::new(), Kind::AsyncGenerator)
     }
 }

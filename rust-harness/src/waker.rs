@@ -15,22 +15,21 @@
 //! The hook runs on the waking thread, after the lock is released, so a
 //! thread that wakes while the coroutine's step holds the GIL waits for
 //! the GIL without holding anything the step needs.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use std::task::Waker;
-//! use pycoro::waker::WakeSignal;
-//!
-//! let signal = Arc::new(WakeSignal::default());
-//! let waker = Waker::from(signal.clone());
-//! std::thread::spawn(move || waker.wake()).join().unwrap();
-//! assert!(signal.take_woken());
-//! assert!(!signal.take_woken());
-//! ```
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Wake, Waker};
+
+// The handshake of `WakeSignal` runs on loom's atomics and mutex under
+// `--cfg loom` (the model in `loom_model` below); `LazyWaker`, used only by
+// the owning step, keeps std's.
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicBool, Ordering, fence};
+#[cfg(loom)]
+use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+#[cfg(not(loom))]
+use std::sync::{Mutex, MutexGuard};
 
 /// What to run when the coroutine is woken while it waits in its runtime.
 pub type WakeHook = Box<dyn FnOnce() + Send>;
@@ -85,42 +84,58 @@ impl WakeSignal {
     /// handed back (`Err`), and the caller must not wait.
     pub fn arm(&self, hook: WakeHook) -> Result<(), WakeHook> {
         let mut slot = self.lock();
-        if self.woken.swap(false, Ordering::SeqCst) {
-            return Err(hook);
-        }
+        // No early check of `woken` before arming: the check after the
+        // fence below sees every wake-up that happened before it (the
+        // runtime has just called `take_woken` anyway).  An early swap would
+        // also be a store that loom cannot order against a concurrent
+        // wake-up's (its modification order is partial), a false alarm.
         *slot = Some(hook);
-        self.armed.store(true, Ordering::SeqCst);
-        // A wake-up that saw `armed` still false did not take the lock:
-        // it only set `woken`, which is seen here (both sides store, then
-        // load the other's flag, all SeqCst: at least one sees the other).
-        if self.woken.swap(false, Ordering::SeqCst) {
-            self.armed.store(false, Ordering::SeqCst);
+        self.armed.store(true, Ordering::Relaxed);
+        // The other half of the handshake in `wake`: each side stores its
+        // flag, then a SeqCst fence, then reads the other's flag.  The two
+        // fences are ordered one way or the other, so at least one side
+        // sees the other's store: a wake-up that read `armed` as false
+        // (and so took no lock and ran no hook) set `woken`, which is seen
+        // here.  (Dekker's pattern with fences; SeqCst accesses alone
+        // would do in C++ too, but loom models SeqCst accesses as AcqRel
+        // only and SeqCst fences exactly.)
+        fence(Ordering::SeqCst);
+        if self.woken.swap(false, Ordering::AcqRel) {
+            self.armed.store(false, Ordering::Relaxed);
             return Err(slot.take().expect("armed above"));
         }
         Ok(())
     }
-}
 
-impl Wake for WakeSignal {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
+    /// A wake-up (what every waker of this signal does): set the flag, and
+    /// run the armed hook, if any, once, after releasing the lock.
+    pub fn wake_up(&self) {
+        self.woken.store(true, Ordering::Release);
+        // See `arm`: store, fence, then read the other side's flag.
+        fence(Ordering::SeqCst);
         // No hook armed (the common case: a wake-up during the poll, e.g.
         // `yield_now`): the flag is all; `arm` sees it (see there).
-        if !self.armed.load(Ordering::SeqCst) {
+        if !self.armed.load(Ordering::Relaxed) {
             return;
         }
         let hook = {
             let mut slot = self.lock();
-            self.armed.store(false, Ordering::SeqCst);
+            self.armed.store(false, Ordering::Relaxed);
             slot.take()
         };
         if let Some(hook) = hook {
             hook();
         }
+    }
+}
+
+impl Wake for WakeSignal {
+    fn wake(self: Arc<Self>) {
+        self.wake_up();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_up();
     }
 }
 
@@ -139,7 +154,7 @@ impl Wake for WakeSignal {
 /// the shared signal ([`signal`](Self::signal)).
 #[derive(Default)]
 pub struct LazyWaker {
-    woken: AtomicBool,
+    woken: std::sync::atomic::AtomicBool,
     shared: OnceLock<Arc<WakeSignal>>,
 }
 
@@ -152,7 +167,7 @@ impl LazyWaker {
     /// so far: what the runtime arms when the coroutine suspends.
     pub fn signal(&self) -> &Arc<WakeSignal> {
         let signal = self.shared();
-        if self.woken.swap(false, Ordering::AcqRel) {
+        if self.woken.swap(false, std::sync::atomic::Ordering::AcqRel) {
             signal.mark_woken();
         }
         signal
@@ -174,7 +189,7 @@ impl LazyWaker {
     pub fn wake_by_ref(&self) {
         match self.shared.get() {
             Some(signal) => signal.wake_by_ref(),
-            None => self.woken.store(true, Ordering::Release),
+            None => self.woken.store(true, std::sync::atomic::Ordering::Release),
         }
     }
 
@@ -182,12 +197,13 @@ impl LazyWaker {
     /// [`WakeSignal::reset`]).
     #[inline]
     pub fn reset(&self) -> Option<WakeHook> {
-        self.woken.store(false, Ordering::Release);
+        self.woken
+            .store(false, std::sync::atomic::Ordering::Release);
         self.shared.get().and_then(|signal| signal.reset())
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
@@ -255,5 +271,87 @@ mod tests {
         crate::raw::with_lazy_waker(&lazy, |w| w.wake_by_ref());
         drop(lazy.reset());
         assert!(!lazy.signal().take_woken());
+    }
+}
+
+/// The arm/wake handshake under loom's model checker: every interleaving
+/// (and every value a weak memory model lets a load read) of the
+/// coroutine's thread arming (or resetting) against wakers on other
+/// threads.  Run by `scripts/test` (phase `loom`):
+/// `RUSTFLAGS="--cfg loom" cargo test -p pycoro --lib --release loom`.
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicUsize;
+    use loom::thread;
+
+    fn counting_hook(ran: &Arc<AtomicUsize>) -> WakeHook {
+        let ran = ran.clone();
+        Box::new(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+
+    /// A wake-up racing the suspension is never lost: either `arm` sees it
+    /// (and hands the hook back: the coroutine does not wait), or the
+    /// waker runs the hook, exactly once.
+    #[test]
+    fn loom_wake_racing_arm_is_never_lost() {
+        loom::model(|| {
+            let signal = Arc::new(WakeSignal::default());
+            let ran = Arc::new(AtomicUsize::new(0));
+            let waker = {
+                let signal = signal.clone();
+                thread::spawn(move || signal.wake_up())
+            };
+            let armed = signal.arm(counting_hook(&ran));
+            waker.join().unwrap();
+            let ran = ran.load(Ordering::SeqCst);
+            match armed {
+                Err(_hook) => assert_eq!(ran, 0, "a refused hook ran"),
+                Ok(()) => assert_eq!(ran, 1, "armed, woken, and the hook never ran"),
+            }
+        });
+    }
+
+    /// Two wakers after arming: the hook runs once.
+    #[test]
+    fn loom_two_wakers_run_the_hook_once() {
+        loom::model(|| {
+            let signal = Arc::new(WakeSignal::default());
+            let ran = Arc::new(AtomicUsize::new(0));
+            assert!(signal.arm(counting_hook(&ran)).is_ok());
+            let wakers: Vec<_> = (0..2)
+                .map(|_| {
+                    let signal = signal.clone();
+                    thread::spawn(move || signal.wake_up())
+                })
+                .collect();
+            for w in wakers {
+                w.join().unwrap();
+            }
+            assert_eq!(ran.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    /// The next poll's reset racing a wake-up: the armed hook is either
+    /// taken back by the reset or run by the waker, never both, never
+    /// neither.
+    #[test]
+    fn loom_reset_racing_wake_takes_or_runs_the_hook_once() {
+        loom::model(|| {
+            let signal = Arc::new(WakeSignal::default());
+            let ran = Arc::new(AtomicUsize::new(0));
+            assert!(signal.arm(counting_hook(&ran)).is_ok());
+            let waker = {
+                let signal = signal.clone();
+                thread::spawn(move || signal.wake_up())
+            };
+            let taken = signal.reset().is_some();
+            waker.join().unwrap();
+            let ran = ran.load(Ordering::SeqCst);
+            assert_eq!(usize::from(taken) + ran, 1, "taken: {taken}, ran: {ran}");
+        });
     }
 }
