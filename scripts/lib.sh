@@ -196,8 +196,9 @@ mirror_uri() {
 
 # ---------------------------------------------------------------------------
 # CPython variants: release (patched), debug (patched, --with-pydebug),
-# asan (patched, --with-pydebug + AddressSanitizer + UndefinedBehaviorSanitizer)
-# and pristine (no patches).
+# asan (patched, --with-pydebug + AddressSanitizer + UndefinedBehaviorSanitizer),
+# ft (patched, free-threaded: --disable-gil, a release build) and pristine
+# (no patches).
 
 # select_variant NAME: sets VARIANT, VAR_SRC, VAR_OBJ, VAR_PREFIX, VAR_VENV,
 # VAR_PATCHED (1/0) and VAR_CONFIG_OPTS (array).
@@ -225,6 +226,13 @@ select_variant() {
             VAR_VENV="$BUILD_DIR/venv-asan"
             VAR_PATCHED=1
             ;;
+        ft)
+            VAR_SRC="$SRC_DIR/cpython-patched"
+            VAR_OBJ="$OBJ_DIR/cpython-ft"
+            VAR_PREFIX="$BUILD_DIR/cpython-ft"
+            VAR_VENV="$BUILD_DIR/venv-ft"
+            VAR_PATCHED=1
+            ;;
         pristine)
             VAR_SRC="$SRC_DIR/cpython-pristine"
             VAR_OBJ="$OBJ_DIR/cpython-pristine"
@@ -250,8 +258,12 @@ select_variant() {
             VAR_CONFIG_OPTS+=(--with-pydebug --with-address-sanitizer
                 --with-undefined-behavior-sanitizer)
             ;;
+        # The free-threaded build installs python3.13t (and a python3
+        # link); its extensions are cpython-313t.
+        ft) VAR_CONFIG_OPTS+=(--disable-gil) ;;
     esac
     VAR_PY="$VAR_PREFIX/bin/python$PY_XY"
+    [[ "$VARIANT" == ft ]] && VAR_PY+=t
 }
 
 # sanitizer_env: the ASan/UBSan runtime options for running anything with
