@@ -263,7 +263,11 @@ select_variant() {
         ft) VAR_CONFIG_OPTS+=(--disable-gil) ;;
     esac
     VAR_PY="$VAR_PREFIX/bin/python$PY_XY"
-    [[ "$VARIANT" == ft ]] && VAR_PY+=t
+    # (An if, not `[[ ]] &&`: the last command's status is the function's,
+    # and under set -e a false test would end every other variant's caller.)
+    if [[ "$VARIANT" == ft ]]; then
+        VAR_PY+=t
+    fi
 }
 
 # sanitizer_env: the ASan/UBSan runtime options for running anything with

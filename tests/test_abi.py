@@ -34,6 +34,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LAYOUT_C = REPO_ROOT / "tests" / "abi" / "layout.c"
 BUILD_DIR = Path(os.environ.get("PYCORO_BUILD_DIR") or REPO_ROOT / "build")
 PY_XY = f"{sys.version_info.major}.{sys.version_info.minor}"
+# On the free-threaded build (3.13t) the installed pyconfig.h defines
+# Py_GIL_DISABLED, which changes the public structs (PyObject's header
+# first).  A pristine tree configured with --disable-gil differs from the
+# default configure's pyconfig.h in that one line only, so the pristine
+# headers of the default configure (scripts/test makes them) serve both
+# builds: on 3.13t they are compiled with -DPy_GIL_DISABLED=1.
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+PRISTINE_CFLAGS = ["-DPy_GIL_DISABLED=1"] if FREE_THREADED else []
+ABI_TAG = f"cp{sys.version_info.major}{sys.version_info.minor}" + (
+    "t" if FREE_THREADED else "")
 
 
 def pristine_include_dirs():
@@ -92,7 +102,7 @@ def test_public_struct_layout_unchanged(tmp_path):
     if pristine is None:
         pytest.skip(where)
     patched = patched_include_dir()
-    before = layout(pristine, tmp_path, "pristine")
+    before = layout(pristine, tmp_path, "pristine", PRISTINE_CFLAGS)
     after = layout([patched], tmp_path, "patched")
     assert "PyCoroObject.cr_iframe" in before  # the program printed something
     diff = "".join(
@@ -182,10 +192,10 @@ def test_public_struct_layout_unchanged_on_32_bit(tmp_path):
     patched = [patched_include_dir()]
     pristine32 = headers_for_m32(pristine, tmp_path, "pristine")
     patched32 = headers_for_m32(patched, tmp_path, "patched")
-    before = layout(pristine32, tmp_path, "pristine-m32", ["-m32"])
+    before = layout(pristine32, tmp_path, "pristine-m32", ["-m32", *PRISTINE_CFLAGS])
     after = layout(patched32, tmp_path, "patched-m32", ["-m32"])
     assert "PyCoroObject.cr_iframe" in before
-    assert "sizeof(PyObject) = 8\n" in before, before[:300]  # a 32-bit target
+    assert "SIZEOF_VOID_P = 4\n" in before, before[:300]  # a 32-bit target
     diff = "".join(difflib.unified_diff(
         before.splitlines(True), after.splitlines(True),
         "pristine (-m32)", "patched (-m32)"))
@@ -202,7 +212,8 @@ def test_numpy_binary_wheel_works():
         )
 
     # It must be the wheel numpy built for stock CPython 3.13 (manylinux
-    # tag), not something compiled here against the patched headers.
+    # tag; cp313t on the free-threaded build), not something compiled here
+    # against the patched headers.
     from importlib.metadata import distribution
 
     dist = distribution("numpy")
@@ -213,8 +224,8 @@ def test_numpy_binary_wheel_works():
         if line.startswith("Tag:")
     ]
     assert any(
-        t.startswith("cp313-cp313-manylinux") for t in tags
-    ), f"numpy is not the binary cp313 manylinux wheel (tags: {tags})"
+        t.startswith(f"cp313-{ABI_TAG}-manylinux") for t in tags
+    ), f"numpy is not the binary {ABI_TAG} manylinux wheel (tags: {tags})"
     assert sys.prefix != sys.base_prefix, "run this with the venv's python"
 
     # Exact integer matrix product against pure Python.

@@ -727,13 +727,17 @@ CHAIN_FREE = """
 @pytest.mark.parametrize("n", [20_000, 100_000])
 def test_freeing_a_deep_chain_of_never_run_coroutines(n):
     # Each never-started coroutine holds the next; freeing the outermost
-    # frees them all, one inside the other's deallocation.  async def frees
-    # such chains at any depth; a native chain must not overflow the C
-    # stack either (the trashcan bounds the nesting).
-    twin = run_chain_script(CHAIN_FREE.format(leaf="py_await_(None)", wrap="py_await_", n=n))
+    # frees them all, one inside the other's deallocation.  A native chain
+    # must free at any depth (its dealloc goes through the trashcan, which
+    # bounds the nesting).  async def's dealloc has no trashcan: it frees a
+    # chain as deep as the C stack allows, about 100,000 (not 200,000)
+    # with the GIL and fewer than 100,000 on the free-threaded build, whose
+    # every level takes more stack, so the twin is compared at 20,000 only.
     native = run_chain_script(CHAIN_FREE.format(leaf="h.ready(1)", wrap="h.await_", n=n))
-    assert twin == (0, "freed")
-    assert native == twin
+    assert native == (0, "freed")
+    if n <= 20_000:
+        twin = run_chain_script(CHAIN_FREE.format(leaf="py_await_(None)", wrap="py_await_", n=n))
+        assert native == twin
 
 
 CHAIN_RUN = """

@@ -46,7 +46,16 @@ main(void)
 
     /* Objects */
     SIZE(PyObject);
+#ifdef Py_GIL_DISABLED
+    /* The free-threaded header (3.13t): no ob_refcnt. */
+    FIELD(PyObject, ob_tid);
+    FIELD(PyObject, ob_mutex);
+    FIELD(PyObject, ob_gc_bits);
+    FIELD(PyObject, ob_ref_local);
+    FIELD(PyObject, ob_ref_shared);
+#else
     FIELD(PyObject, ob_refcnt);
+#endif
     FIELD(PyObject, ob_type);
     SIZE(PyVarObject);
     FIELD(PyVarObject, ob_size);
