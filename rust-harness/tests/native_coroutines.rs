@@ -88,7 +88,7 @@ assert inspect.iscoroutine(c)
 assert inspect.isawaitable(c)
 code = c.cr_code
 assert code.co_flags & inspect.CO_COROUTINE
-assert code.co_flags & 0x4000000, hex(code.co_flags)   # CO_NATIVE
+assert code.co_flags & 0x10000000, hex(code.co_flags)   # CO_NATIVE
 assert code.co_name == 'native_ready', code.co_name
 assert c.__name__ == 'native_ready' and c.__qualname__ == 'native_ready'
 assert os.path.isabs(code.co_filename) and os.path.isfile(code.co_filename), code.co_filename
