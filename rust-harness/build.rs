@@ -19,7 +19,8 @@ use std::process::Command;
 /// The new API, and nothing else.
 const FUNCTIONS: &str = "PyUnstable_Coro_NewNative|PyUnstable_Gen_NewNative|\
                          PyUnstable_AsyncGen_NewNative|PyUnstable_Gen_GetNativeState|\
-                         PyUnstable_Code_NewNative|PyUnstable_NativeFunction_New";
+                         PyUnstable_Gen_SetNativeLine|PyUnstable_Code_NewNative|\
+                         PyUnstable_NativeFunction_New";
 /// The C types of the new API.
 const TYPES: &str = "PyUnstable_NativeFrameDef|PyUnstable_NativeStep|PyUnstable_NativeStepFunc";
 /// The constants: the code flag and the feature macro (its value is the

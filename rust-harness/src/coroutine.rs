@@ -345,6 +345,18 @@ pub(crate) fn set_current_line(line: u32) {
     })
 }
 
+/// For [`crate::lines::here`]: [`set_current_line`], also moving the
+/// frame to the line at once (see `Running::publish_line`).
+pub(crate) fn publish_current_line(line: u32) {
+    CURRENT.with(|current| {
+        current.with(|running| {
+            if let Some(running) = running {
+                running.publish_line(line);
+            }
+        })
+    })
+}
+
 /// The bookkeeping of a native coroutine, beside its future.
 struct CoroState {
     waker: LazyWaker,

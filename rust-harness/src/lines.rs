@@ -19,7 +19,8 @@
 //! out-of-process profiler, which reads `instr_ptr` without asking
 //! CPython, sees a line stored *during* a step only once CPython has read
 //! the slot (the step returned, or something in the process read the
-//! line).
+//! line), except the line of [`here`], which moves `instr_ptr` at once:
+//! mark a call into Python that may block with it.
 //!
 //! This crate records a [`Location`] with `#[track_caller]` wherever the
 //! future can suspend or fail, and sets the frame's line *at once* (while
@@ -32,7 +33,7 @@
 //! | [`py_await`](crate::py_await)`(aw).await`       | when first polled           |
 //! | [`yield_now`](crate::yield_now)`().await`, [`sleep`](crate::sleep)`(d).await` | when they return `Pending` |
 //! | [`located`]`(any_future).await`                 | at every poll               |
-//! | [`here`]`()`                                    | now (e.g. before calling Python) |
+//! | [`here`]`()`                                    | now, `instr_ptr` too (before calling Python) |
 //! | [`raise`]`(err)`, `result.`[`at_line`](LineExt::at_line)`()?` | when the error is made / seen |
 //!
 //! # Which lines a code object spans: `coroutine_def!` and `pycoro-build`
@@ -110,10 +111,13 @@ pub(crate) fn record(location: &'static Location<'static>) {
 /// Mark the caller's line as the current line of the native frame whose
 /// step is running (no-op anywhere else): Python code called next sees it
 /// in `sys._getframe(1).f_lineno`, and an exception leaving the step gets
-/// it in its traceback.
+/// it in its traceback.  Unlike the other markers it also moves the
+/// frame's `instr_ptr` at once (`PyUnstable_Gen_SetNativeLine`, about 50
+/// instructions rather than a store), so that an out-of-process profiler
+/// sampling while the code called next runs sees the line too.
 #[track_caller]
 pub fn here() {
-    record(Location::caller());
+    crate::coroutine::publish_current_line(Location::caller().line());
 }
 
 /// `Err(err)`, with the caller's line recorded as the raise site:
