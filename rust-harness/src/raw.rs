@@ -999,10 +999,12 @@ mod tests {
             assert!(native_state(&b, theirs_def).is_ok());
             assert!(native_state(&a, theirs_def).is_err());
             // One code object for all of them.
-            let code_of = |o: &Bound<'_, PyAny>| o.getattr("cr_code").unwrap();
-            assert!(code_of(&a).is(&code_of(&b)));
-            assert!(code_of(&a).is(&code_of(&c)));
-            assert!(code_of(&a).is(&theirs.getattr("__code__").unwrap()));
+            fn code_of<'py>(o: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+                o.getattr("cr_code").unwrap()
+            }
+            assert!(code_of(&a).is(code_of(&b)));
+            assert!(code_of(&a).is(code_of(&c)));
+            assert!(code_of(&a).is(theirs.getattr("__code__").unwrap()));
             for o in [a, b, c] {
                 let stop = o.call_method1("send", (py.None(),)).unwrap_err();
                 assert!(stop.is_instance_of::<pyo3::exceptions::PyStopIteration>(py));
