@@ -124,7 +124,7 @@ pub struct CoroutineDef {
 impl CoroutineDef {
     /// Describe a native def.  `module` (a `module_path!()`: its first
     /// segment is used) names the Python module whose
-    /// `__dict__` gives the function its globals (looked up in
+    /// `__dict__` gives the native functions their globals (looked up in
     /// `sys.modules` when the code object is first made; a fresh namespace
     /// with that `__name__` if the module is not imported); `file` is
     /// `file!()` and `manifest_dir` `env!("CARGO_MANIFEST_DIR")` of the
