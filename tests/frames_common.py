@@ -14,7 +14,7 @@ import re
 
 import pycoro_harness as h
 
-CO_NATIVE = 0x4000000
+CO_NATIVE = 0x10000000
 
 
 # --- async def twins (as the probes' doc comments give them) -------------

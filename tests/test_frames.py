@@ -254,6 +254,22 @@ def views_of(make):
     return v
 
 
+def test_callee_sees_the_module_of_the_native_frame():
+    # sys._getframemodulename() reads the frame's function: for a native
+    # frame the native function, whose __module__ is its globals' __name__
+    # (the extension module's), as the twin's is its own module.
+    def module_of(make):
+        seen = []
+
+        def cb():
+            seen.append((sys._getframemodulename(1),
+                         sys._getframe(1).f_globals["__name__"]))
+        asyncio.run(make(cb))
+        return seen
+    assert module_of(h.call) == [("pycoro_harness", "pycoro_harness")]
+    assert module_of(TWINS["call"][1]) == [("frames_common", "frames_common")]
+
+
 def test_callee_sees_the_native_frame():
     n = views_of(lambda cb: h.call(cb))
     p = views_of(lambda cb: TWINS["call"][1](cb))

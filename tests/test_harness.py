@@ -23,7 +23,7 @@ import pytest
 import pycoro_harness as h
 from loops import py_await_, py_await_all, py_catch  # runtime-independent twins
 
-CO_NATIVE = 0x4000000
+CO_NATIVE = 0x10000000
 
 
 # --- async def twins of the probe's functions ---------------------------

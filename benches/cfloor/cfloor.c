@@ -1,6 +1,7 @@
 /* cfloor: the same functions as pycoro_harness's, written directly in C on
-   the native-frame API (PyCoro_NewNative(), PyGen_NewNative()), with the
-   least work a binding can do: one static PyNativeFrameDef per function, a
+   the native-frame API (PyUnstable_Coro_NewNative(),
+   PyUnstable_Gen_NewNative()), with the least work a binding can do: one
+   static PyUnstable_NativeFrameDef and one native function per function, a
    few words of state, no allocation besides the coroutine itself.  It is the
    floor that any binding (the Rust harness, PyO3, Cython) built on the API
    could reach; benches/coro_bench.py reports it as the "C API" column.
@@ -35,39 +36,46 @@ obj_clear(void *state)
     Py_CLEAR(((obj_state *)state)->obj);
 }
 
-static PyNativeStep
-ready_step(PyObject *gen, void *state, PyObject *sent, PyObject **result)
+static PyUnstable_NativeStep
+ready_step(PyThreadState *tstate, PyObject *gen, void *state,
+           PyObject *sent, PyObject **result)
 {
     obj_state *s = state;
     if (sent == NULL) {
-        return PyNative_ERROR;
+        return PyUnstable_NATIVE_ERROR;
     }
     *result = s->obj;           /* the state's reference, handed over */
     s->obj = NULL;
-    return PyNative_RETURN;
+    return PyUnstable_NATIVE_RETURN;
 }
 
-static PyNativeStep
-await_step(PyObject *gen, void *state, PyObject *sent, PyObject **result)
+static PyUnstable_NativeStep
+await_step(PyThreadState *tstate, PyObject *gen, void *state,
+           PyObject *sent, PyObject **result)
 {
     obj_state *s = state;
     if (sent == NULL) {
-        return PyNative_ERROR;  /* the awaited object raised: propagate */
+        /* the awaited object raised: propagate */
+        return PyUnstable_NATIVE_ERROR;
     }
     if (!s->awaiting) {
         s->awaiting = 1;
         *result = s->obj;       /* await it */
         s->obj = NULL;
-        return PyNative_AWAIT;
+        return PyUnstable_NATIVE_AWAIT;
     }
     *result = Py_NewRef(sent);  /* its result */
-    return PyNative_RETURN;
+    return PyUnstable_NATIVE_RETURN;
 }
 
-static const PyNativeFrameDef ready_def = {
-    ready_step, obj_traverse, obj_clear, sizeof(obj_state)};
-static const PyNativeFrameDef await_def = {
-    await_step, obj_traverse, obj_clear, sizeof(obj_state)};
+static const PyUnstable_NativeFrameDef ready_def = {
+    .size = sizeof(PyUnstable_NativeFrameDef), .step = ready_step,
+    .traverse = obj_traverse, .clear = obj_clear,
+    .state_size = sizeof(obj_state)};
+static const PyUnstable_NativeFrameDef await_def = {
+    .size = sizeof(PyUnstable_NativeFrameDef), .step = await_step,
+    .traverse = obj_traverse, .clear = obj_clear,
+    .state_size = sizeof(obj_state)};
 
 /* ---- yield_now(n) and count(n): two counters ---- */
 
@@ -75,57 +83,64 @@ typedef struct {
     Py_ssize_t i, n;
 } count_state;
 
-static PyNativeStep
-yield_now_step(PyObject *gen, void *state, PyObject *sent, PyObject **result)
+static PyUnstable_NativeStep
+yield_now_step(PyThreadState *tstate, PyObject *gen, void *state,
+               PyObject *sent, PyObject **result)
 {
     count_state *s = state;
     if (sent == NULL) {
-        return PyNative_ERROR;
+        return PyUnstable_NATIVE_ERROR;
     }
     if (s->i < s->n) {
         s->i++;
         *result = Py_NewRef(Py_None);
-        return PyNative_YIELD;
+        return PyUnstable_NATIVE_YIELD;
     }
     *result = PyLong_FromSsize_t(s->n);
-    return *result == NULL ? PyNative_ERROR : PyNative_RETURN;
+    return *result == NULL ? PyUnstable_NATIVE_ERROR
+                           : PyUnstable_NATIVE_RETURN;
 }
 
-static PyNativeStep
-count_step(PyObject *gen, void *state, PyObject *sent, PyObject **result)
+static PyUnstable_NativeStep
+count_step(PyThreadState *tstate, PyObject *gen, void *state,
+           PyObject *sent, PyObject **result)
 {
     count_state *s = state;
     if (sent == NULL) {
-        return PyNative_ERROR;
+        return PyUnstable_NATIVE_ERROR;
     }
     if (s->i < s->n) {
         *result = PyLong_FromSsize_t(s->i++);
-        return *result == NULL ? PyNative_ERROR : PyNative_YIELD;
+        return *result == NULL ? PyUnstable_NATIVE_ERROR
+                           : PyUnstable_NATIVE_YIELD;
     }
     *result = Py_NewRef(Py_None);
-    return PyNative_RETURN;
+    return PyUnstable_NATIVE_RETURN;
 }
 
-static const PyNativeFrameDef yield_now_def = {
-    yield_now_step, NULL, NULL, sizeof(count_state)};
-static const PyNativeFrameDef count_def = {
-    count_step, NULL, NULL, sizeof(count_state)};
+static const PyUnstable_NativeFrameDef yield_now_def = {
+    .size = sizeof(PyUnstable_NativeFrameDef), .step = yield_now_step,
+    .state_size = sizeof(count_state)};
+static const PyUnstable_NativeFrameDef count_def = {
+    .size = sizeof(PyUnstable_NativeFrameDef), .step = count_step,
+    .state_size = sizeof(count_state)};
 
-/* ---- the functions over native code (made at import) ---- */
+/* ---- the native functions (made at import) ---- */
 
 static PyObject *ready_func, *await_func, *yield_now_func, *count_func;
 
 static PyObject *
-native_func(PyObject *globals, const char *name, int kind)
+native_func(PyObject *globals, const PyUnstable_NativeFrameDef *def,
+            const char *name, int kind)
 {
     PyObject *filename = PyUnicode_FromString(__FILE__);
     PyObject *uname = PyUnicode_FromString(name);
     PyObject *func = NULL;
     if (filename != NULL && uname != NULL) {
-        PyObject *code = (PyObject *)PyCode_NewNative(
-            filename, uname, uname, __LINE__, 1, kind);
+        PyObject *code = (PyObject *)PyUnstable_Code_NewNative(
+            filename, uname, uname, __LINE__, 1, kind, NULL);
         if (code != NULL) {
-            func = PyFunction_New(code, globals);
+            func = PyUnstable_NativeFunction_New(def, code, globals);
             Py_DECREF(code);
         }
     }
@@ -134,29 +149,30 @@ native_func(PyObject *globals, const char *name, int kind)
     return func;
 }
 
+/* The state of a new object of `def` (made from `func`, whose definition
+   it is): cannot fail then. */
 static PyObject *
-with_obj(const PyNativeFrameDef *def, PyObject *func, PyObject *obj)
+with_obj(const PyUnstable_NativeFrameDef *def, PyObject *func, PyObject *obj)
 {
-    PyObject *coro = PyCoro_NewNative(def, func, NULL, NULL);
+    PyObject *coro = PyUnstable_Coro_NewNative(func, NULL, NULL);
     if (coro != NULL) {
-        obj_state *s = PyGen_GetNativeState(coro);
+        obj_state *s = PyUnstable_Gen_GetNativeState(coro, def);
         s->obj = Py_NewRef(obj);
     }
     return coro;
 }
 
 static PyObject *
-with_count(PyObject *(*new)(const PyNativeFrameDef *, PyObject *,
-                            PyObject *, PyObject *),
-           const PyNativeFrameDef *def, PyObject *func, PyObject *arg)
+with_count(PyObject *(*new)(PyObject *, PyObject *, PyObject *),
+           const PyUnstable_NativeFrameDef *def, PyObject *func, PyObject *arg)
 {
     Py_ssize_t n = PyLong_AsSsize_t(arg);
     if (n == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    PyObject *gen = new(def, func, NULL, NULL);
+    PyObject *gen = new(func, NULL, NULL);
     if (gen != NULL) {
-        count_state *s = PyGen_GetNativeState(gen);
+        count_state *s = PyUnstable_Gen_GetNativeState(gen, def);
         s->n = n;
     }
     return gen;
@@ -177,13 +193,13 @@ await_(PyObject *module, PyObject *aw)
 static PyObject *
 yield_now(PyObject *module, PyObject *n)
 {
-    return with_count(PyCoro_NewNative, &yield_now_def, yield_now_func, n);
+    return with_count(PyUnstable_Coro_NewNative, &yield_now_def, yield_now_func, n);
 }
 
 static PyObject *
 count(PyObject *module, PyObject *n)
 {
-    return with_count(PyGen_NewNative, &count_def, count_func, n);
+    return with_count(PyUnstable_Gen_NewNative, &count_def, count_func, n);
 }
 
 static PyMethodDef cfloor_methods[] = {
@@ -209,10 +225,14 @@ PyInit_cfloor(void)
     }
     PyObject *globals = PyModule_GetDict(m);
     if (PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0
-        || (ready_func = native_func(globals, "ready", CO_COROUTINE)) == NULL
-        || (await_func = native_func(globals, "await_", CO_COROUTINE)) == NULL
-        || (yield_now_func = native_func(globals, "yield_now", CO_COROUTINE)) == NULL
-        || (count_func = native_func(globals, "count", CO_GENERATOR)) == NULL)
+        || (ready_func = native_func(globals, &ready_def, "ready",
+                                     CO_COROUTINE)) == NULL
+        || (await_func = native_func(globals, &await_def, "await_",
+                                     CO_COROUTINE)) == NULL
+        || (yield_now_func = native_func(globals, &yield_now_def, "yield_now",
+                                         CO_COROUTINE)) == NULL
+        || (count_func = native_func(globals, &count_def, "count",
+                                     CO_GENERATOR)) == NULL)
     {
         Py_DECREF(m);
         return NULL;

@@ -3,7 +3,7 @@
 //! [`NativeCoroutine::new`] wraps any `Future<Output = PyResult<Py<PyAny>>> +
 //! Send + 'static` in an object for which `type(c) is types.CoroutineType`:
 //! CPython's own coroutine type, whose frame is a *native frame* (made by
-//! `PyCoro_NewNative`) run by the harness's step function.  Everything
+//! `PyUnstable_Coro_NewNative`) run by the harness's step function.  Everything
 //! Python sees (`send`/`throw`/`close`, `cr_frame`, `cr_await`, the
 //! never-awaited warning, "cannot reuse already awaited coroutine") is
 //! CPython's own machinery.
@@ -79,7 +79,7 @@
 //! });
 //! ```
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::mem::size_of;
 use std::num::NonZeroU64;
@@ -94,7 +94,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 use crate::raw::{
-    self, Frame, FrameDef, Kind, NativeBody, PinPair, Running, ScopedRef, Sent, Step,
+    self, CodeAndGlobals, Frame, FrameDef, FunctionCache, Kind, NativeBody, PinPair, Running,
+    ScopedRef, Sent, Step,
 };
 use crate::runtime::{self, Suspend};
 use crate::waker::LazyWaker;
@@ -103,8 +104,10 @@ use crate::waker::LazyWaker;
 type BoxFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send + 'static>>;
 
 /// The static description of one native "def": what its code object says
-/// (file, name, lines) and the cached code object and function.  Make one
-/// per Rust function with [`coroutine_def!`](crate::coroutine_def).
+/// (file, name, lines), and the cached code object, globals and native
+/// functions (`PyUnstable_NativeFunction_New`, one per body type: a future
+/// type, usually one).  Make one per Rust function with
+/// [`coroutine_def!`](crate::coroutine_def).
 pub struct CoroutineDef {
     module: &'static str,
     name: &'static str,
@@ -114,14 +117,15 @@ pub struct CoroutineDef {
     firstlineno: u32,
     nlines: u32,
     spans: Option<&'static str>,
-    function: PyOnceLock<Py<PyAny>>,
+    code: PyOnceLock<(Py<PyAny>, Py<PyDict>)>,
+    functions: FunctionCache,
 }
 
 impl CoroutineDef {
     /// Describe a native def.  `module` (a `module_path!()`: its first
     /// segment is used) names the Python module whose
-    /// `__dict__` gives the function its globals (looked up in
-    /// `sys.modules` when the function is first made; a fresh namespace
+    /// `__dict__` gives the native functions their globals (looked up in
+    /// `sys.modules` when the code object is first made; a fresh namespace
     /// with that `__name__` if the module is not imported); `file` is
     /// `file!()` and `manifest_dir` `env!("CARGO_MANIFEST_DIR")` of the
     /// defining crate, joined into an absolute path so tracebacks can show
@@ -150,7 +154,8 @@ impl CoroutineDef {
             firstlineno,
             nlines,
             spans,
-            function: PyOnceLock::new(),
+            code: PyOnceLock::new(),
+            functions: FunctionCache::new(),
         }
     }
 
@@ -165,6 +170,11 @@ impl CoroutineDef {
     /// The `co_name` of the code object.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The `co_qualname` of the code object.
+    pub(crate) fn qualname(&self) -> &'static str {
+        self.qualname
     }
 
     /// The absolute source path recorded as `co_filename`: `file!()` is
@@ -210,29 +220,29 @@ impl CoroutineDef {
         Ok(dict)
     }
 
-    /// The function over the native code object (made once, then cached
-    /// for the process; sub-interpreters are not supported).
-    pub fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.function_ref(py).map(Borrowed::to_owned)
+    /// The native code object (`CO_COROUTINE`), made once, then cached for
+    /// the process (sub-interpreters are not supported).
+    pub fn code<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.code_and_globals(py).map(|(code, _)| code)
     }
 
-    /// [`function`](Self::function), borrowed from the cache.
+    /// The code object and the frame's globals, cached.
     #[inline]
-    pub(crate) fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
-        self.function
-            .get_or_try_init(py, || {
-                let (firstlineno, nlines) = self.lines();
-                let code = raw::new_coroutine_code(
-                    py,
-                    &self.filename(),
-                    self.name,
-                    self.qualname,
-                    firstlineno,
-                    nlines,
-                )?;
-                raw::new_function(&code, &self.globals(py)?).map(Bound::unbind)
-            })
-            .map(|f| f.bind_borrowed(py))
+    pub(crate) fn code_and_globals<'py>(&self, py: Python<'py>) -> PyResult<CodeAndGlobals<'py>> {
+        let (code, globals) = self.code.get_or_try_init(py, || {
+            let (firstlineno, nlines) = self.lines();
+            let code = raw::new_native_code(
+                py,
+                &self.filename(),
+                self.name,
+                self.qualname,
+                firstlineno,
+                nlines,
+                Kind::Coroutine,
+            )?;
+            Ok::<_, PyErr>((code.unbind(), self.globals(py)?.unbind()))
+        })?;
+        Ok((code.bind(py).clone(), globals.bind(py).clone()))
     }
 }
 
@@ -301,23 +311,11 @@ impl Io {
 #[derive(Default)]
 struct Shared {
     io: RefCell<Io>,
-    /// The line last given to `PyGen_SetNativeLine` (0: none yet): a line
-    /// is set only when it changes.
-    line: Cell<u32>,
     /// Line to report at the first step: the `NativeCoroutine::new` call
     /// (0 once reported).  Here rather than in `CoroState` to fill the
     /// padding: a body of up to 128 bytes is copied into the state
     /// without a call to `memcpy`.
     first_line: u32,
-}
-
-impl Shared {
-    fn set_line(&self, running: &Running<'_, Shared>, line: u32) {
-        if self.line.get() != line {
-            self.line.set(line);
-            running.set_line(line);
-        }
-    }
 }
 
 thread_local! {
@@ -336,12 +334,24 @@ fn with_current<R>(f: impl FnOnce(Option<&mut Io>) -> R) -> R {
 }
 
 /// For [`crate::lines`]: set the line of the native coroutine whose future
-/// is being polled (no-op outside a poll, or if it is the line set last).
+/// is being polled (no-op outside a poll).
 pub(crate) fn set_current_line(line: u32) {
     CURRENT.with(|current| {
         current.with(|running| {
             if let Some(running) = running {
-                running.user().set_line(running, line);
+                running.set_line(line);
+            }
+        })
+    })
+}
+
+/// For [`crate::lines::here`]: [`set_current_line`], also moving the
+/// frame to the line at once (see `Running::publish_line`).
+pub(crate) fn publish_current_line(line: u32) {
+    CURRENT.with(|current| {
+        current.with(|running| {
+            if let Some(running) = running {
+                running.publish_line(line);
             }
         })
     })
@@ -446,8 +456,7 @@ where
         // The line of the `NativeCoroutine::new` call, before the first
         // await point records its own (see `crate::lines`).
         let first_line = std::mem::take(&mut state.shared.first_line);
-        if first_line != 0 && state.shared.line.get() != first_line {
-            state.shared.line.set(first_line);
+        if first_line != 0 {
             frame.set_line(first_line);
         }
         let running = Running::new(frame, &state.shared);
@@ -507,7 +516,8 @@ impl Builder {
     where
         F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
     {
-        let func = self.def.function_ref(py)?;
+        let def = self.def;
+        let code = || def.code_and_globals(py);
         let state = CoroState {
             waker: LazyWaker::default(),
             shared: Shared {
@@ -516,10 +526,12 @@ impl Builder {
             },
         };
         if FrameDef::<Body<F>>::FITS && size_of::<F>() <= INLINE_FUTURE_MAX {
-            raw::new_native_object(func, Body::new(state, future), self.held, Kind::Coroutine)
+            let body = Body::new(state, future);
+            raw::new_native_object(py, &def.functions, code, body, self.held, Kind::Coroutine)
         } else {
             let future: BoxFuture = Box::pin(future);
-            raw::new_native_object(func, Body::new(state, future), self.held, Kind::Coroutine)
+            let body = Body::new(state, future);
+            raw::new_native_object(py, &def.functions, code, body, self.held, Kind::Coroutine)
         }
     }
 }
@@ -659,7 +671,7 @@ impl Future for PyAwait {
                         return outside();
                     };
                     let shared = running.user();
-                    shared.set_line(running, this.location.line());
+                    running.set_line(this.location.line());
                     let mut io = shared.io.borrow_mut();
                     if io.request.is_some() {
                         return Poll::Ready(Err(PyRuntimeError::new_err(

@@ -3,7 +3,7 @@
 //! [`NativeGenerator::new`] wraps any
 //! `Iterator<Item = PyResult<Py<PyAny>>> + Send + 'static` in an object for
 //! which `type(g) is types.GeneratorType`: CPython's own generator type,
-//! whose frame is a native frame (made by `PyGen_NewNative`).  `for`,
+//! whose frame is a native frame (made by `PyUnstable_Gen_NewNative`).  `for`,
 //! `list()`, `next()`, `yield from`, `send`/`throw`/`close`, `gi_frame`,
 //! `gi_running`, `gi_suspended`, "generator already executing" and the
 //! interpreter's `FOR_ITER`/`SEND` paths are CPython's own machinery.
@@ -53,20 +53,23 @@ use std::pin::Pin;
 use pyo3::BoundObject;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
 
 use crate::coroutine::CoroutineDef;
-use crate::raw::{self, Frame, FrameDef, Kind, NativeBody, Sent, Step};
+use crate::raw::{
+    self, CodeAndGlobals, Frame, FrameDef, FunctionCache, Kind, NativeBody, Sent, Step,
+};
 
 /// The static description of one native generator or async generator
 /// "def": a [`CoroutineDef`] (file, name, lines, globals) and the kind of
-/// its code object, with the function made from it cached.  Make one per
+/// its code object, with that code object and the native functions made
+/// from it cached (one per body type, usually one).  Make one per
 /// Rust function with [`generator_def!`](crate::generator_def) or
 /// [`async_generator_def!`](crate::async_generator_def).
 pub struct GeneratorDef {
     base: &'static CoroutineDef,
     kind: Kind,
-    function: PyOnceLock<Py<PyAny>>,
+    code: PyOnceLock<Py<PyAny>>,
+    functions: FunctionCache,
 }
 
 impl GeneratorDef {
@@ -74,7 +77,8 @@ impl GeneratorDef {
         Self {
             base,
             kind,
-            function: PyOnceLock::new(),
+            code: PyOnceLock::new(),
+            functions: FunctionCache::new(),
         }
     }
 
@@ -103,41 +107,41 @@ impl GeneratorDef {
         self.base.name()
     }
 
-    /// The function over the native code object, of this def's kind (made
-    /// once, then cached for the process).  Its code has the file, names
-    /// and lines of the base's coroutine code, and its globals are the
-    /// base function's.
-    pub fn function<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.function_ref(py).map(Borrowed::to_owned)
+    /// The native code object of this def's kind (made once, then cached
+    /// for the process): the file, names and lines of the base's
+    /// coroutine code.
+    pub fn code<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.code_and_globals(py).map(|(code, _)| code)
     }
 
-    /// [`function`](Self::function), borrowed from the cache.
-    pub(crate) fn function_ref<'py>(&self, py: Python<'py>) -> PyResult<Borrowed<'_, 'py, PyAny>> {
-        self.function
-            .get_or_try_init(py, || {
-                let base = self.base.function(py)?;
-                let code = base.getattr("__code__")?;
-                let first: u32 = code.getattr("co_firstlineno")?.extract()?;
-                // The code has one line-table entry per line of its span.
-                let mut last = first;
-                for entry in code.call_method0("co_lines")?.try_iter()? {
-                    if let Ok(Some(line)) = entry?.get_item(2)?.extract::<Option<u32>>() {
-                        last = last.max(line);
-                    }
-                }
-                let code = raw::new_native_code(
-                    py,
-                    &code.getattr("co_filename")?.extract::<String>()?,
-                    &code.getattr("co_name")?.extract::<String>()?,
-                    &code.getattr("co_qualname")?.extract::<String>()?,
-                    first,
-                    last - first + 1,
-                    self.kind,
-                )?;
-                let globals = base.getattr("__globals__")?.cast_into::<PyDict>()?;
-                raw::new_function(&code, &globals).map(Bound::unbind)
-            })
-            .map(|f| f.bind_borrowed(py))
+    /// The code object and the frame's globals (the base's), cached.
+    pub(crate) fn code_and_globals<'py>(&self, py: Python<'py>) -> PyResult<CodeAndGlobals<'py>> {
+        let (_, globals) = self.base.code_and_globals(py)?;
+        let code = self.code.get_or_try_init(py, || {
+            let base = self.base;
+            let (firstlineno, nlines) = base.lines();
+            raw::new_native_code(
+                py,
+                &base.filename(),
+                base.name(),
+                base.qualname(),
+                firstlineno,
+                nlines,
+                self.kind,
+            )
+            .map(Bound::unbind)
+        })?;
+        Ok((code.bind(py).clone(), globals))
+    }
+
+    /// A new object of this def's kind with `body` in its state.
+    pub(crate) fn new_object<'py, B: NativeBody>(
+        &self,
+        py: Python<'py>,
+        body: B,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let code = || self.code_and_globals(py);
+        raw::new_native_object(py, &self.functions, code, body, Vec::new(), self.kind)
     }
 }
 
@@ -255,12 +259,11 @@ impl NativeGenerator {
     where
         G: FnMut(Python<'_>) -> Option<PyResult<Py<PyAny>>> + Send + 'static,
     {
-        let func = def.function_ref(py)?;
         if FrameDef::<FnBody<G>>::FITS {
-            raw::new_native_object(func, FnBody { next }, Vec::new(), Kind::Generator)
+            def.new_object(py, FnBody { next })
         } else {
             let next: BoxFn = Box::new(next);
-            raw::new_native_object(func, FnBody { next }, Vec::new(), Kind::Generator)
+            def.new_object(py, FnBody { next })
         }
     }
 

@@ -1,8 +1,8 @@
 //! # pycoro: Rust futures as true CPython coroutines
 //!
 //! Built on the patched CPython 3.13.5 of this project, which adds
-//! `PyCoro_NewNative`: a real `types.CoroutineType` whose frame is a native
-//! frame, run by a C step function instead of bytecode.  This crate turns
+//! `PyUnstable_Coro_NewNative`: a real `types.CoroutineType` whose frame is
+//! a native frame, run by a C step function instead of bytecode.  This crate turns
 //! any `Future<Output = PyResult<Py<PyAny>>> + Send + 'static` into such a
 //! coroutine ([`NativeCoroutine`]), lets the future await Python awaitables
 //! ([`py_await`]), wakes it from any thread ([`runtime`]), and
@@ -63,16 +63,12 @@
 //!     }
 //! }
 //! Python::attach(|py| {
-//!     let func = pycoro::coroutine_def!("mixed").function(py).unwrap();
+//!     let code = pycoro::coroutine_def!("mixed").code(py).unwrap();
 //!     // Large's definition (a 72-byte state) holding a Small body: the
 //!     // step then reads a `Large` out of a `Small`'s slot.
-//!     let _ = raw::new_native_object(
-//!         func.as_borrowed(),
-//!         &FrameDef::<Large>::DEF,
-//!         Small(1),
-//!         Vec::new(),
-//!         Kind::Coroutine,
-//!     );
+//!     let globals = pyo3::types::PyDict::new(py);
+//!     let func = raw::new_native_function(&FrameDef::<Large>::DEF, &code, &globals);
+//!     let _ = raw::new_native_object(func, Small(1), Vec::new(), Kind::Coroutine);
 //! });
 //! ```
 

@@ -3,13 +3,24 @@
 //!
 //! # How a line gets to Python
 //!
-//! CPython's side (`PyCode_NewNative`) gives the native code object one
-//! group of instructions per source line of the function, and a native
-//! frame reports a line by pointing its `instr_ptr` into that line's group
-//! (`PyGen_SetNativeLine`, callable only while the frame's step runs).  So
+//! CPython's side (`PyUnstable_Code_NewNative`) gives the native code
+//! object one group of instructions per source line of the function, and a
+//! native frame reports a line by pointing its `instr_ptr` into that line's
+//! group.  The step does not do that itself: it stores the line into the
+//! *line slot* of its state (an `int` at the definition's
+//! `lineno_offset`: a plain store, where the former
+//! `PyGen_SetNativeLine` call cost about 50 instructions), and CPython
+//! moves `instr_ptr` when it needs the line: when the step returns, and
+//! when the line of the running frame is read (`f_lineno`, `f_lasti`,
+//! tracebacks, warnings, stack walks from code the step calls).  So
 //! tracebacks, `frame.f_lineno`, `f_lasti`/`co_lines()`, `sys.monitoring`
 //! offsets and out-of-process profilers such as py-spy (which read
-//! `instr_ptr` and the line table from memory) all agree on one line.
+//! `instr_ptr` and the line table from memory) all agree on one line; . An
+//! out-of-process profiler, which reads `instr_ptr` without asking
+//! CPython, sees a line stored *during* a step only once CPython has read
+//! the slot (the step returned, or something in the process read the
+//! line), except the line of [`here`], which moves `instr_ptr` at once:
+//! mark a call into Python that may block with it.
 //!
 //! This crate records a [`Location`] with `#[track_caller]` wherever the
 //! future can suspend or fail, and sets the frame's line *at once* (while
@@ -22,7 +33,7 @@
 //! | [`py_await`](crate::py_await)`(aw).await`       | when first polled           |
 //! | [`yield_now`](crate::yield_now)`().await`, [`sleep`](crate::sleep)`(d).await` | when they return `Pending` |
 //! | [`located`]`(any_future).await`                 | at every poll               |
-//! | [`here`]`()`                                    | now (e.g. before calling Python) |
+//! | [`here`]`()`                                    | now, `instr_ptr` too (before calling Python) |
 //! | [`raise`]`(err)`, `result.`[`at_line`](LineExt::at_line)`()?` | when the error is made / seen |
 //!
 //! # Which lines a code object spans: `coroutine_def!` and `pycoro-build`
@@ -86,8 +97,8 @@ use std::task::{Context, Poll};
 use pyo3::prelude::*;
 
 /// Set the line of the running native frame to `line` (no-op outside a
-/// step, or when it is the line set last).  Never fails: a line outside
-/// the code's span is clamped by CPython.
+/// step).  Never fails: a line outside the code's span is clamped by
+/// CPython.
 pub(crate) fn set_line(line: u32) {
     crate::coroutine::set_current_line(line);
 }
@@ -100,10 +111,13 @@ pub(crate) fn record(location: &'static Location<'static>) {
 /// Mark the caller's line as the current line of the native frame whose
 /// step is running (no-op anywhere else): Python code called next sees it
 /// in `sys._getframe(1).f_lineno`, and an exception leaving the step gets
-/// it in its traceback.
+/// it in its traceback.  Unlike the other markers it also moves the
+/// frame's `instr_ptr` at once (`PyUnstable_Gen_SetNativeLine`, about 50
+/// instructions rather than a store), so that an out-of-process profiler
+/// sampling while the code called next runs sees the line too.
 #[track_caller]
 pub fn here() {
-    record(Location::caller());
+    crate::coroutine::publish_current_line(Location::caller().line());
 }
 
 /// `Err(err)`, with the caller's line recorded as the raise site:

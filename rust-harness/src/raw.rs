@@ -7,12 +7,16 @@
 //! Rust working with pyo3's GIL-bound types.
 //!
 //! What this layer does:
-//! - creates the code object, function and coroutine of a native frame;
+//! - creates the code object, native function and coroutine of a native
+//!   frame (one native function per code object and body type: the
+//!   definition it carries is derived from the body type, see
+//!   [`FunctionCache`]);
 //! - places a Rust value (a [`NativeBody`]), pinned, and the Python objects
-//!   it holds in the coroutine's native state, and hands CPython the three
-//!   callbacks of a [`ffi::PyNativeFrameDef`] (`step`, `traverse`,
-//!   `clear`), which translate between the C contract and the safe
-//!   [`NativeBody`] trait, and never let a panic unwind into C;
+//!   it holds in the coroutine's native state, beside the frame's line
+//!   slot, and hands CPython the three callbacks of a
+//!   [`ffi::PyUnstable_NativeFrameDef`] (`step`, `traverse`, `clear`),
+//!   which translate between the C contract and the safe [`NativeBody`]
+//!   trait, and never let a panic unwind into C;
 //! - the few tools the safe layers need for a cheap step: a waker borrowed
 //!   from the state ([`with_lazy_waker`]), a thread-local reference to the
 //!   running step ([`ScopedRef`]), the projection of a pinned body
@@ -24,25 +28,30 @@
 //! borrows what CPython passes (no reference counting), counts the thread
 //! as attached through pyo3's public `Python::try_attach` (see "Counting the
 //! thread as attached" below), and needs no heap allocation: the body lives
-//! inline in the state.
+//! inline in the state.  The frame's line is a plain store into the line
+//! slot of the state (`lineno_offset`), which CPython reads only when it
+//! needs the line.
 
+use std::any::TypeId;
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 use std::marker::PhantomData;
-use std::mem::{ManuallyDrop, MaybeUninit, align_of, size_of};
+use std::mem::{ManuallyDrop, MaybeUninit, align_of, offset_of, size_of};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
 use pyo3::exceptions::PySystemError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 
 use crate::ffi;
 use crate::waker::LazyWaker;
 
 /// What a native body asks its frame to do after a step (the safe mirror of
-/// [`ffi::PyNativeStep`]).
+/// [`ffi::PyUnstable_NativeStep`]).
 pub enum Step {
     /// The body finished with this value (`StopIteration.value`).
     Return(Py<PyAny>),
@@ -86,6 +95,7 @@ pub trait NativeBody: Send + 'static {
 /// its own state.
 pub struct Frame<'a, 'py> {
     gen_: Borrowed<'a, 'py, PyAny>,
+    line: &'a Cell<c_int>,
     held: &'a [Py<PyAny>],
 }
 
@@ -95,20 +105,30 @@ impl<'a, 'py> Frame<'a, 'py> {
         self.gen_.py()
     }
 
-    /// `PyGen_SetNativeLine(gen, line)` for the running frame.
+    /// Set the line the running frame reports: a store into its line slot
+    /// (CPython clamps it to the code's span when it reads it).
     #[inline]
     pub fn set_line(&self, line: u32) {
-        set_native_line_ptr(self.gen_, line);
+        self.line.set(c_line(line));
     }
+}
+
+/// A line as the C `int` of the line slot.
+#[inline]
+fn c_line(line: u32) -> c_int {
+    c_int::try_from(line).unwrap_or(c_int::MAX)
 }
 
 /// The native state as laid out in the object: zero-filled by CPython, so
 /// `init == false` until [`new_native_object`] writes `held` and `body`.
 /// The GC's `traverse` reads `init` and `held` only, never `body`, which a
-/// running step borrows mutably.
+/// running step borrows mutably.  `line` is the frame's line slot (the
+/// definition's `lineno_offset`, never 0 since `init` comes first): the
+/// step stores into it, CPython reads it (0 means "the first line").
 #[repr(C)]
 struct Slot<B> {
     init: bool,
+    line: Cell<c_int>,
     held: MaybeUninit<Vec<Py<PyAny>>>,
     body: MaybeUninit<B>,
 }
@@ -125,7 +145,8 @@ pub(crate) struct FrameDef<B>(PhantomData<B>);
 
 impl<B: NativeBody> FrameDef<B> {
     /// See [`FrameDef`].
-    const DEF: ffi::PyNativeFrameDef = ffi::PyNativeFrameDef {
+    const DEF: ffi::PyUnstable_NativeFrameDef = ffi::PyUnstable_NativeFrameDef {
+        size: size_of::<ffi::PyUnstable_NativeFrameDef>() as ffi::Py_ssize_t,
         step: Some(step_trampoline::<B>),
         traverse: Some(traverse_trampoline::<B>),
         clear: Some(clear_trampoline::<B>),
@@ -134,6 +155,7 @@ impl<B: NativeBody> FrameDef<B> {
         } else {
             -1
         },
+        lineno_offset: offset_of!(Slot<B>, line) as ffi::Py_ssize_t,
     };
 
     /// Whether bodies of type `B` fit the native state's alignment.
@@ -141,7 +163,7 @@ impl<B: NativeBody> FrameDef<B> {
 
     /// The definition, with the `'static` lifetime CPython requires.
     #[inline(always)]
-    fn def() -> &'static ffi::PyNativeFrameDef {
+    fn def() -> &'static ffi::PyUnstable_NativeFrameDef {
         &Self::DEF
     }
 }
@@ -150,11 +172,11 @@ impl<B: NativeBody> FrameDef<B> {
 /// kind of its code object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// `PyCoro_NewNative`, `CO_COROUTINE`: `types.CoroutineType`.
+    /// `PyUnstable_Coro_NewNative`, `CO_COROUTINE`: `types.CoroutineType`.
     Coroutine,
-    /// `PyGen_NewNative`, `CO_GENERATOR`: `types.GeneratorType`.
+    /// `PyUnstable_Gen_NewNative`, `CO_GENERATOR`: `types.GeneratorType`.
     Generator,
-    /// `PyAsyncGen_NewNative`, `CO_ASYNC_GENERATOR`:
+    /// `PyUnstable_AsyncGen_NewNative`, `CO_ASYNC_GENERATOR`:
     /// `types.AsyncGeneratorType`.
     AsyncGenerator,
 }
@@ -169,27 +191,9 @@ impl Kind {
     }
 }
 
-/// `PyCode_NewNative(filename, name, qualname, firstlineno, nlines, CO_COROUTINE)`.
-pub fn new_coroutine_code<'py>(
-    py: Python<'py>,
-    filename: &str,
-    name: &str,
-    qualname: &str,
-    firstlineno: u32,
-    nlines: u32,
-) -> PyResult<Bound<'py, PyAny>> {
-    new_native_code(
-        py,
-        filename,
-        name,
-        qualname,
-        firstlineno,
-        nlines,
-        Kind::Coroutine,
-    )
-}
-
-/// `PyCode_NewNative(filename, name, qualname, firstlineno, nlines, kind)`.
+/// `PyUnstable_Code_NewNative(filename, name, qualname, firstlineno, nlines,
+/// flags, NULL)`, with the code flag of `kind`: the code object of a native
+/// frame, without arguments.
 pub fn new_native_code<'py>(
     py: Python<'py>,
     filename: &str,
@@ -202,108 +206,199 @@ pub fn new_native_code<'py>(
     let filename = PyString::new(py, filename);
     let name = PyString::new(py, name);
     let qualname = PyString::new(py, qualname);
-    let firstlineno = c_int::try_from(firstlineno).unwrap_or(c_int::MAX);
-    let nlines = c_int::try_from(nlines.max(1)).unwrap_or(c_int::MAX);
+    let firstlineno = c_line(firstlineno);
+    let nlines = c_line(nlines.max(1));
     // SAFETY: GIL held (`py`); the three strings are live `str` objects
-    // borrowed for the call; the result is a new reference or NULL with an
-    // exception set, which `from_owned_ptr_or_err` turns into `Err`.
+    // borrowed for the call; NULL argument names are allowed (none); the
+    // result is a new reference or NULL with an exception set, which
+    // `from_owned_ptr_or_err` turns into `Err`.
     unsafe {
-        let code = ffi::PyCode_NewNative(
+        let code = ffi::PyUnstable_Code_NewNative(
             filename.as_ptr(),
             name.as_ptr(),
             qualname.as_ptr(),
             firstlineno,
             nlines,
             kind.code_flag(),
+            std::ptr::null_mut(),
         );
         Bound::from_owned_ptr_or_err(py, code.cast::<ffi::PyObject>())
     }
 }
 
-/// `PyFunction_New(code, globals)`.
-pub fn new_function<'py>(
-    code: &Bound<'py, PyAny>,
-    globals: &Bound<'py, PyDict>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = code.py();
-    // SAFETY: GIL held; both arguments are live borrowed objects;
-    // PyFunction_New returns a new reference or NULL with an exception set.
-    unsafe {
-        Bound::from_owned_ptr_or_err(py, ffi::PyFunction_New(code.as_ptr(), globals.as_ptr()))
+/// A native function (`PyUnstable_NativeFunction_New`) with the body type
+/// and the definition it was made for.
+struct NativeFunction {
+    body: TypeId,
+    def: &'static ffi::PyUnstable_NativeFrameDef,
+    func: Py<PyAny>,
+}
+
+impl NativeFunction {
+    /// `PyUnstable_NativeFunction_New(&FrameDef::<B>::DEF, code, globals)`.
+    fn new<B: NativeBody>(code: &Bound<'_, PyAny>, globals: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let py = code.py();
+        let def = FrameDef::<B>::def();
+        // SAFETY: GIL held (Bound); `def` is 'static (it outlives every
+        // object made from the function, as CPython requires); `code` and
+        // `globals` are live objects borrowed for the call (CPython checks
+        // that they are native code and a dict); the result is a new
+        // reference or NULL with an exception set.
+        let func = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyUnstable_NativeFunction_New(def, code.as_ptr(), globals.as_ptr()),
+            )?
+        };
+        Ok(NativeFunction {
+            body: TypeId::of::<B>(),
+            def,
+            func: func.unbind(),
+        })
     }
 }
 
-/// `PyCoro_NewNative`, `PyGen_NewNative` or `PyAsyncGen_NewNative(def,
-/// func, NULL, NULL)` as `kind` says (the code of `func` must be of that
-/// kind, or CPython raises `TypeError`), with `def` the definition of `B`
-/// ([`FrameDef`]), then `held` (objects the state owns, visited by the GC:
-/// see [`Frame::held`]) and the body written into the zero-filled state.
-/// If anything fails the object is released with its state still
-/// zero-filled, which `clear` treats as empty.
+/// What a native function is made from: the code object (of the kind the
+/// constructor needs) and the frame's globals.
+pub(crate) type CodeAndGlobals<'py> = (Bound<'py, PyAny>, Bound<'py, PyDict>);
+
+/// The native functions over one code object, made on first use and kept
+/// for the process (sub-interpreters are not supported).  There is one
+/// per body type, because each carries the frame definition derived from
+/// its body type ([`FrameDef::<B>::DEF`](FrameDef)): a def is almost always
+/// used with one body type, whose function is found with one comparison;
+/// any other (a generic Rust function, a future boxed for its size) is
+/// looked up in a short list.
+pub(crate) struct FunctionCache {
+    first: PyOnceLock<NativeFunction>,
+    others: Mutex<Vec<NativeFunction>>,
+}
+
+impl FunctionCache {
+    /// An empty cache (for a `static`).
+    pub(crate) const fn new() -> Self {
+        FunctionCache {
+            first: PyOnceLock::new(),
+            others: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The function made for the first body type, if that is `B` (making
+    /// it for `B` if there is none yet).
+    #[inline(always)]
+    fn first<'py, B: NativeBody>(
+        &self,
+        py: Python<'py>,
+        code: &impl Fn() -> PyResult<CodeAndGlobals<'py>>,
+    ) -> PyResult<Option<&NativeFunction>> {
+        let first = self.first.get_or_try_init(py, || {
+            let (code, globals) = code()?;
+            NativeFunction::new::<B>(&code, &globals)
+        })?;
+        Ok((first.body == TypeId::of::<B>()).then_some(first))
+    }
+
+    /// The function of a body type other than the first.
+    #[cold]
+    fn other<'py, B: NativeBody>(
+        &self,
+        py: Python<'py>,
+        code: &impl Fn() -> PyResult<CodeAndGlobals<'py>>,
+    ) -> PyResult<(Bound<'py, PyAny>, &'static ffi::PyUnstable_NativeFrameDef)> {
+        let id = TypeId::of::<B>();
+        let find = |list: &[NativeFunction]| {
+            list.iter()
+                .find(|f| f.body == id)
+                .map(|f| (f.func.bind(py).clone(), f.def))
+        };
+        let lock = || self.others.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = find(&lock()) {
+            return Ok(found);
+        }
+        // Made without the lock held (it runs Python code).
+        let (code, globals) = code()?;
+        let made = NativeFunction::new::<B>(&code, &globals)?;
+        let mut others = lock();
+        // Another thread may have made one meanwhile: keep that one, so
+        // that every object of a body type comes from one function (ours
+        // is released after the lock).
+        if let Some(found) = find(&others) {
+            drop(others);
+            return Ok(found);
+        }
+        let found = (made.func.bind(py).clone(), made.def);
+        others.push(made);
+        Ok(found)
+    }
+}
+
+/// `PyUnstable_Coro_NewNative`, `PyUnstable_Gen_NewNative` or
+/// `PyUnstable_AsyncGen_NewNative(func, NULL, NULL)` as `kind` says, with
+/// `func` the native function of `functions` for the body type `B` (made
+/// from `code()` on first use; its code must be of that kind, or CPython
+/// raises `TypeError`), then `held` (objects the state owns, visited by
+/// the GC: see [`Frame::held`]) and the body written into the zero-filled
+/// state.  The name and qualname are the code's.  If anything fails the
+/// object is released with its state still zero-filled, which `clear`
+/// treats as empty.
 #[inline(always)]
 pub(crate) fn new_native_object<'py, B: NativeBody>(
-    func: Borrowed<'_, 'py, PyAny>,
+    py: Python<'py>,
+    functions: &FunctionCache,
+    code: impl Fn() -> PyResult<CodeAndGlobals<'py>>,
     body: B,
     held: Vec<Py<PyAny>>,
     kind: Kind,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let py = func.py();
-    let def = FrameDef::<B>::def();
     if !FrameDef::<B>::FITS {
         return Err(PySystemError::new_err(
             "native frame state is only 16-byte aligned: box the body",
         ));
     }
-    let constructor = match kind {
-        Kind::Coroutine => ffi::PyCoro_NewNative,
-        Kind::Generator => ffi::PyGen_NewNative,
-        Kind::AsyncGenerator => ffi::PyAsyncGen_NewNative,
+    let made;
+    let (func, def) = match functions.first::<B>(py, &code)? {
+        Some(f) => (f.func.bind_borrowed(py), f.def),
+        None => {
+            made = functions.other::<B>(py, &code)?;
+            (made.0.as_borrowed(), made.1)
+        }
     };
-    // SAFETY: GIL held; `def` is 'static (outlives the object, as CPython
-    // requires); `func` is live; NULL name/qualname are allowed.  The three
-    // constructors share one signature and contract; the result is a new
-    // reference or NULL with an exception set.
+    let constructor = match kind {
+        Kind::Coroutine => ffi::PyUnstable_Coro_NewNative,
+        Kind::Generator => ffi::PyUnstable_Gen_NewNative,
+        Kind::AsyncGenerator => ffi::PyUnstable_AsyncGen_NewNative,
+    };
+    // SAFETY: GIL held; `func` is a live native function (it keeps its
+    // 'static definition); NULL name/qualname are allowed (the code's).
+    // The three constructors share one signature and contract; the result
+    // is a new reference or NULL with an exception set.
     let coro = unsafe {
         Bound::from_owned_ptr_or_err(
             py,
-            constructor(
-                def,
-                func.as_ptr(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            ),
+            constructor(func.as_ptr(), std::ptr::null_mut(), std::ptr::null_mut()),
         )?
     };
+    // `def` is the definition `func` was made with (CPython compares the
+    // pointer), that of `B`.
     let state = native_state(&coro, def)?;
     if (state as usize) % align_of::<Slot<B>>() != 0 {
         return Err(PySystemError::new_err("native frame state is misaligned"));
     }
     let slot = state.cast::<Slot<B>>();
     // SAFETY: `state` is the native state of `coro`, made from `def`, the
-    // definition of `B`: CPython guarantees it points to `def.state_size`
-    // (= size_of::<Slot<B>>(), as FITS holds) zero-filled bytes, 16-byte
+    // definition of `B` (the function was made for `TypeId::of::<B>()`):
+    // CPython guarantees it points to `def.state_size` (=
+    // size_of::<Slot<B>>(), as FITS holds) zero-filled bytes, 16-byte
     // aligned (checked against Slot's alignment), owned by `coro`, which
     // nothing else has seen yet: writing the slot cannot race or overwrite
-    // a body.  Field by field, so that the body is moved straight into place.
+    // a body.  Field by field, so that the body is moved straight into
+    // place; `line` stays 0 (zero bytes are a valid `Cell<c_int>`).
     unsafe {
         (&raw mut (*slot).held).write(MaybeUninit::new(held));
         (&raw mut (*slot).body).write(MaybeUninit::new(body));
         (&raw mut (*slot).init).write(true);
     }
     Ok(coro)
-}
-
-/// `PyGen_SetNativeLine` on a frame known to be running: it cannot fail
-/// then (and an error, were there one, is dropped: a line is not worth an
-/// exception).
-#[inline]
-fn set_native_line_ptr(gen_: Borrowed<'_, '_, PyAny>, line: u32) {
-    let line = c_int::try_from(line).unwrap_or(c_int::MAX);
-    // SAFETY: GIL held (the Borrowed carries the token); `gen_` is live.
-    let r = unsafe { ffi::PyGen_SetNativeLine(gen_.as_ptr(), line) };
-    if r < 0 {
-        drop(PyErr::take(gen_.py()));
-    }
 }
 
 /// Take the raised exception (if any) as a `PyErr`, without PyO3's special
@@ -333,7 +428,7 @@ fn step_inner<B: NativeBody>(
     frame: &Frame<'_, '_>,
     sent: Sent<'_, '_>,
     result: &mut *mut ffi::PyObject,
-) -> ffi::PyNativeStep {
+) -> ffi::PyUnstable_NativeStep {
     let py = frame.py();
     let step = match body {
         Some(body) => body.step(frame, sent),
@@ -342,23 +437,23 @@ fn step_inner<B: NativeBody>(
     match step {
         Step::Return(v) => {
             *result = v.into_ptr();
-            ffi::PyNativeStep::PyNative_RETURN
+            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_RETURN
         }
         Step::Yield(v) => {
             *result = v.into_ptr();
-            ffi::PyNativeStep::PyNative_YIELD
+            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_YIELD
         }
         Step::Await(v) => {
             *result = v.into_ptr();
-            ffi::PyNativeStep::PyNative_AWAIT
+            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_AWAIT
         }
         Step::Raise(e) => {
             raise(py, e);
-            ffi::PyNativeStep::PyNative_ERROR
+            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_ERROR
         }
         Step::Error(e) => {
             e.restore(py);
-            ffi::PyNativeStep::PyNative_ERROR
+            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_ERROR
         }
     }
 }
@@ -414,12 +509,15 @@ unsafe fn attached<R>(f: impl Copy + for<'py> FnOnce(Python<'py>) -> R) -> R {
     }
 }
 
+/// The step of `FrameDef::<B>::DEF`.  The thread state is not needed:
+/// pyo3 finds the attached thread itself (see above).
 unsafe extern "C" fn step_trampoline<B: NativeBody>(
+    _tstate: *mut ffi::PyThreadState,
     gen_: *mut ffi::PyObject,
     state: *mut c_void,
     sent: *mut ffi::PyObject,
     result: *mut *mut ffi::PyObject,
-) -> ffi::PyNativeStep {
+) -> ffi::PyUnstable_NativeStep {
     let step = move |py: Python<'_>| {
         // SAFETY: CPython calls this `step` of a frame made by
         // `FrameDef::<B>::DEF` with these arguments and the GIL held: the
@@ -431,7 +529,7 @@ unsafe extern "C" fn step_trampoline<B: NativeBody>(
         Ok(kind) => kind,
         Err(_) => {
             set_system_error();
-            ffi::PyNativeStep::PyNative_ERROR
+            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_ERROR
         }
     }
 }
@@ -446,8 +544,8 @@ unsafe fn step_attached<B: NativeBody>(
     state: *mut c_void,
     sent: *mut ffi::PyObject,
     result: *mut *mut ffi::PyObject,
-) -> ffi::PyNativeStep {
-    // SAFETY: `gen_` is the live coroutine being resumed, borrowed for the
+) -> ffi::PyUnstable_NativeStep {
+    // SAFETY: `gen_` is the live object being resumed, borrowed for the
     // duration of the call.
     let gen_ = unsafe { Borrowed::from_ptr(py, gen_) };
     // SAFETY: `sent` is NULL or a live reference borrowed for the call.
@@ -465,19 +563,24 @@ unsafe fn step_attached<B: NativeBody>(
     // nor clear while it runs, so the body is borrowed mutably here only;
     // `traverse` (which may run during the step) reads `init` and `held`
     // only, never `body`.  The state never moves while the object lives,
-    // so the body can be pinned.
-    let (body, held) = unsafe {
+    // so the body can be pinned.  `line` is shared (a `Cell`) with CPython,
+    // which reads and writes it through its own pointer on this thread
+    // (its line readers, `PyUnstable_Gen_SetNativeLine`), never while
+    // another thread runs the step.
+    let (body, held, line) = unsafe {
+        let line = &(*slot).line;
         if (*slot).init {
             (
                 Some(Pin::new_unchecked((*slot).body.assume_init_mut())),
                 (*slot).held.assume_init_ref().as_slice(),
+                line,
             )
         } else {
-            (None, &[][..])
+            (None, &[][..], line)
         }
     };
     let kind = {
-        let frame = Frame { gen_, held };
+        let frame = Frame { gen_, line, held };
         // SAFETY: `result` is a valid out-pointer supplied by CPython.
         let result = unsafe { &mut *result };
         match catch_unwind(AssertUnwindSafe(|| step_inner(body, &frame, sent, result))) {
@@ -492,7 +595,7 @@ unsafe fn step_attached<B: NativeBody>(
                 if fallback.is_err() {
                     set_system_error();
                 }
-                ffi::PyNativeStep::PyNative_ERROR
+                ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_ERROR
             }
         }
     };
@@ -500,7 +603,9 @@ unsafe fn step_attached<B: NativeBody>(
     // the body is dropped now, while the thread is counted as attached (as
     // a Python frame releases its locals when it returns), and `clear`
     // later finds an empty state and need not attach at all.
-    if kind == ffi::PyNativeStep::PyNative_RETURN || kind == ffi::PyNativeStep::PyNative_ERROR {
+    if kind == ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_RETURN
+        || kind == ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_ERROR
+    {
         // SAFETY: the borrows of the body and `held` above have ended; the
         // state is that of a `FrameDef::<B>::DEF` frame, GIL held, the
         // step of this object is not re-entered and `clear` does not run
@@ -651,6 +756,7 @@ pub fn with_lazy_waker<R>(lazy: &LazyWaker, f: impl FnOnce(&Waker) -> R) -> R {
 /// holds, and `user`, the coroutine's own slot.
 pub struct Running<'a, U: 'static> {
     gen_: *mut ffi::PyObject,
+    line: &'a Cell<c_int>,
     held: &'a [Py<PyAny>],
     user: &'a U,
 }
@@ -661,6 +767,7 @@ impl<'a, U: 'static> Running<'a, U> {
     pub fn new(frame: &Frame<'a, '_>, user: &'a U) -> Self {
         Running {
             gen_: frame.gen_.as_ptr(),
+            line: frame.line,
             held: frame.held,
             user,
         }
@@ -676,26 +783,48 @@ impl<'a, U: 'static> Running<'a, U> {
         self.held
     }
 
-    /// `PyGen_SetNativeLine` on the running frame, from the future being
-    /// polled: with the GIL this thread holds (the step's, the usual case)
-    /// or, if the future runs detached from it, after attaching.
+    /// Set the line of the running frame (a store into its line slot),
+    /// from the future being polled: with the GIL this thread holds (the
+    /// step's, the usual case) or, if the future runs detached from it,
+    /// after attaching, because CPython may read the slot from another
+    /// thread meanwhile (the line of a running frame, for
+    /// `sys._current_frames()`): the GIL orders the store and that read.
+    #[inline]
     pub fn set_line(&self, line: u32) {
         // SAFETY: no precondition; the attached thread state or NULL.
         if unsafe { ffi::PyThreadState_GetUnchecked() }.is_null() {
-            Python::attach(|py| self.set_line_with(py, line));
+            Python::attach(|_| self.line.set(c_line(line)));
+        } else {
+            self.line.set(c_line(line));
+        }
+    }
+
+    /// [`set_line`](Self::set_line), and move the frame to that line at
+    /// once (`PyUnstable_Gen_SetNativeLine`, about 50 instructions), for
+    /// readers that do not ask CPython: an out-of-process profiler (py-spy)
+    /// sampling while the step runs Python code it called.
+    pub fn publish_line(&self, line: u32) {
+        // SAFETY: no precondition; the attached thread state or NULL.
+        if unsafe { ffi::PyThreadState_GetUnchecked() }.is_null() {
+            Python::attach(|py| self.publish_line_with(py, line));
         } else {
             // SAFETY: this thread has an attached thread state: it holds
             // the GIL (in a build with one).  Nothing is dropped here that
             // pyo3's deferred pool would delay.
-            self.set_line_with(unsafe { Python::assume_attached() }, line);
+            self.publish_line_with(unsafe { Python::assume_attached() }, line);
         }
     }
 
-    fn set_line_with(&self, py: Python<'_>, line: u32) {
+    fn publish_line_with(&self, py: Python<'_>, line: u32) {
         // SAFETY: `gen_` is the object whose step lent this value and is
         // still running (see `ScopedRef::with`), so it is alive; GIL held.
         let gen_ = unsafe { Borrowed::from_ptr(py, self.gen_) };
-        set_native_line_ptr(gen_, line);
+        // SAFETY: GIL held; `gen_` is live; it fails only if `gen_` has no
+        // native frame or its step is not running, neither of which holds
+        // here (and a line is not worth an exception: it is dropped).
+        if unsafe { ffi::PyUnstable_Gen_SetNativeLine(gen_.as_ptr(), c_line(line)) } < 0 {
+            drop(PyErr::take(py));
+        }
     }
 }
 
@@ -783,18 +912,18 @@ impl<R, F> PinPair<R, F> {
     }
 }
 
-/// `PyGen_GetNativeState(obj, def)`: the native state of `obj`, a
+/// `PyUnstable_Gen_GetNativeState(obj, def)`: the native state of `obj`, a
 /// generator, coroutine or async generator made from `def`; `TypeError`
 /// if it has no native frame or was made from another definition (CPython
 /// checks the owner).
 fn native_state(
     obj: &Bound<'_, PyAny>,
-    def: &'static ffi::PyNativeFrameDef,
+    def: &'static ffi::PyUnstable_NativeFrameDef,
 ) -> PyResult<*mut c_void> {
     // SAFETY: GIL held (Bound); `obj` is live, `def` a valid definition;
     // returns NULL with TypeError set if `obj` has no native frame or was
     // made from another definition.
-    let state = unsafe { ffi::PyGen_GetNativeState(obj.as_ptr(), def) };
+    let state = unsafe { ffi::PyUnstable_Gen_GetNativeState(obj.as_ptr(), def) };
     if state.is_null() {
         return Err(take_raised(obj.py())
             .unwrap_or_else(|| PySystemError::new_err("no native state, and no exception set")));
@@ -825,18 +954,61 @@ mod tests {
     #[test]
     fn the_state_is_reached_only_with_the_definition_of_its_body_type() {
         Python::attach(|py| {
-            let func = crate::coroutine_def!("owner").function(py).unwrap();
-            let coro = new_native_object(func.as_borrowed(), Mine(7), Vec::new(), Kind::Coroutine)
-                .unwrap();
-            assert!(native_state(&coro, FrameDef::<Mine>::def()).is_ok());
+            let def = crate::coroutine_def!("owner");
+            let functions = FunctionCache::new();
+            let code = || def.code_and_globals(py);
+            let coro =
+                new_native_object(py, &functions, code, Mine(7), Vec::new(), Kind::Coroutine)
+                    .unwrap();
+            let mine = functions.first::<Mine>(py, &code).unwrap().unwrap().def;
+            assert!(native_state(&coro, mine).is_ok());
             // CPython checks the owner: another body type's definition
             // gets TypeError, not the state.
             let err = native_state(&coro, FrameDef::<Theirs>::def()).unwrap_err();
             assert!(err.is_instance_of::<PyTypeError>(py), "{err}");
             // And an object that is no native coroutine at all.
-            let err = native_state(func.as_any(), FrameDef::<Mine>::def()).unwrap_err();
+            let err = native_state(&code().unwrap().0, mine).unwrap_err();
             assert!(err.is_instance_of::<PyTypeError>(py), "{err}");
             coro.call_method0("close").unwrap();
+        });
+    }
+
+    #[test]
+    fn each_body_type_gets_its_own_native_function_over_one_code_object() {
+        Python::attach(|py| {
+            let def = crate::coroutine_def!("two_bodies");
+            let functions = FunctionCache::new();
+            let code = || def.code_and_globals(py);
+            let new_mine = |n| {
+                new_native_object(py, &functions, code, Mine(n), Vec::new(), Kind::Coroutine)
+                    .unwrap()
+            };
+            let a = new_mine(1);
+            let b = new_native_object(py, &functions, code, Theirs, Vec::new(), Kind::Coroutine)
+                .unwrap();
+            let c = new_mine(2);
+            // The first body type's function is the first; the other one
+            // is made once and found again.
+            assert!(functions.first::<Mine>(py, &code).unwrap().is_some());
+            assert!(functions.first::<Theirs>(py, &code).unwrap().is_none());
+            let (theirs, theirs_def) = functions.other::<Theirs>(py, &code).unwrap();
+            assert!(theirs.is(&functions.other::<Theirs>(py, &code).unwrap().0));
+            assert_eq!(functions.others.lock().unwrap().len(), 1);
+            assert!(theirs.get_type().name().unwrap() == "native_function");
+            // Each object's state is reached with its own definition.
+            assert!(native_state(&b, theirs_def).is_ok());
+            assert!(native_state(&a, theirs_def).is_err());
+            // One code object for all of them.
+            fn code_of<'py>(o: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+                o.getattr("cr_code").unwrap()
+            }
+            assert!(code_of(&a).is(code_of(&b)));
+            assert!(code_of(&a).is(code_of(&c)));
+            assert!(code_of(&a).is(theirs.getattr("__code__").unwrap()));
+            for o in [a, b, c] {
+                let stop = o.call_method1("send", (py.None(),)).unwrap_err();
+                assert!(stop.is_instance_of::<pyo3::exceptions::PyStopIteration>(py));
+            }
         });
     }
 }

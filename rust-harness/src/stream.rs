@@ -4,7 +4,7 @@
 //! `futures_core::Stream<Item = PyResult<Py<PyAny>>> + Send + 'static` in an
 //! object for which `type(g) is types.AsyncGeneratorType`: CPython's own
 //! async generator type, whose frame is a native frame (made by
-//! `PyAsyncGen_NewNative`).  `async for`, `anext()`, `asend`/`athrow`/
+//! `PyUnstable_AsyncGen_NewNative`).  `async for`, `anext()`, `asend`/`athrow`/
 //! `aclose` and their "already running" errors, `ag_await`, `ag_running`,
 //! `sys.set_asyncgen_hooks` (so asyncio's `shutdown_asyncgens` and trio's
 //! finalizer close a generator left suspended) are CPython's own machinery.
@@ -76,7 +76,7 @@ use pyo3::types::PyList;
 
 use crate::coroutine::NativeCoroutine;
 use crate::generator::GeneratorDef;
-use crate::raw::{self, Frame, Kind, NativeBody, Sent, Step};
+use crate::raw::{Frame, NativeBody, Sent, Step};
 
 /// The boxed stream a native async generator runs.
 type BoxStream = Pin<Box<dyn Stream<Item = PyResult<Py<PyAny>>> + Send + 'static>>;
@@ -216,12 +216,11 @@ impl NativeAsyncGenerator {
     where
         S: Stream<Item = PyResult<Py<PyAny>>> + Send + 'static,
     {
-        let func = def.function_ref(py)?;
         let body = StreamBody {
             def,
             stream: Arc::new(Mutex::new(Some(Box::pin(stream)))),
             awaiting: false,
         };
-        raw::new_native_object(func, body, Vec::new(), Kind::AsyncGenerator)
+        def.new_object(py, body)
     }
 }

@@ -88,7 +88,7 @@ assert inspect.iscoroutine(c)
 assert inspect.isawaitable(c)
 code = c.cr_code
 assert code.co_flags & inspect.CO_COROUTINE
-assert code.co_flags & 0x4000000, hex(code.co_flags)   # CO_NATIVE
+assert code.co_flags & 0x10000000, hex(code.co_flags)   # CO_NATIVE
 assert code.co_name == 'native_ready', code.co_name
 assert c.__name__ == 'native_ready' and c.__qualname__ == 'native_ready'
 assert os.path.isabs(code.co_filename) and os.path.isfile(code.co_filename), code.co_filename
@@ -673,6 +673,44 @@ fn the_frame_reports_the_line_of_the_current_await() {
             .unwrap();
         assert_eq!(lineno, await_line.load(Ordering::SeqCst));
         native.call_method0("close").unwrap();
+    });
+}
+
+/// The line stored into the frame's line slot while the step runs (the
+/// `NativeCoroutine::new` line, then `located`'s, no `lines::here()`) is
+/// what Python code called from the step reads as its caller's line:
+/// CPython reads the slot when the line of the running frame is asked for.
+#[test]
+fn python_called_mid_step_reads_the_line_slot() {
+    let _serial = serial();
+    Python::attach(|py| {
+        let g = run(
+            py,
+            c"import sys\ndef caller_line():\n    return sys._getframe(1).f_lineno",
+            &[],
+        );
+        let f = g.get_item("caller_line").unwrap().unwrap().unbind();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        let created = line!() + 1;
+        let native = NativeCoroutine::new(py, coroutine_def!("slot_liner"), async move {
+            let call = || Python::attach(|py| f.call0(py)?.extract::<u32>(py));
+            let at_start = call()?;
+            let first = line!() + 1;
+            let in_first = pycoro::located(async { call() }).await?;
+            let second = line!() + 1;
+            let in_second = pycoro::located(async { call() }).await?;
+            *l2.lock().unwrap() = vec![(at_start, created), (in_first, first), (in_second, second)];
+            Ok(Python::attach(|py| py.None()))
+        })
+        .unwrap();
+        let stop = native.call_method1("send", (py.None(),)).unwrap_err();
+        assert!(stop.is_instance_of::<PyStopIteration>(py), "{stop}");
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 3);
+        for &(seen, expected) in lines.iter() {
+            assert_eq!(seen, expected, "{lines:?}");
+        }
     });
 }
 
