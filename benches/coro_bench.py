@@ -14,7 +14,9 @@ of functions with the same meaning:
     async_def   the definitions above, in Python (the reference)
     native      pycoro_harness (native frames, this project)
     pyo3        pyo3_baseline: PyO3 0.30 `experimental-async` (benches/pyo3_baseline)
-    cython      cybench: Cython (benches/cython_baseline)
+    cython      cybench: Cython (benches/cython_baseline), Cython's own types
+    cython_native  cybench_native: the same file compiled by the patched
+                Cython (cython-patches/), CPython's types with native frames
     capi        cfloor: the same functions written directly in C on the
                 native-frame API, with the least work a binding can do
                 (benches/cfloor/cfloor.c): the floor of the C API, without
@@ -176,7 +178,7 @@ CASES = {
                   "a generator yielding 100,000 items, consumed by a for loop (per item)"),
 }
 
-IMPLS = ("async_def", "native", "pyo3", "cython", "capi")
+IMPLS = ("async_def", "native", "pyo3", "cython", "cython_native", "capi")
 
 
 def load_impl(name):
@@ -184,7 +186,8 @@ def load_impl(name):
     if name == "async_def":
         return ASYNC_DEF, None
     module = {"native": "pycoro_harness", "pyo3": "pyo3_baseline",
-              "cython": "cybench", "capi": "cfloor"}[name]
+              "cython": "cybench", "cython_native": "cybench_native",
+              "capi": "cfloor"}[name]
     try:
         mod = __import__(module)
     except ImportError as e:

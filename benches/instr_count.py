@@ -32,13 +32,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The key ratios (the targets) and their context: (case, implementations).
 SUITE = [
-    ("create_send", ("async_def", "native", "pyo3", "cython", "capi")),
-    ("await_from_async_def", ("async_def", "native", "pyo3", "cython", "capi")),
-    ("asyncio_run_awaits", ("async_def", "native", "pyo3", "cython", "capi")),
-    ("suspend_resume", ("async_def", "native", "pyo3", "cython", "capi")),
-    ("await_python_from", ("async_def", "native", "cython", "capi")),
-    ("chain5", ("async_def", "native", "cython", "capi")),
-    ("generator", ("async_def", "native", "pyo3", "cython", "capi")),
+    ("create_send", ("async_def", "native", "pyo3", "cython", "cython_native", "capi")),
+    ("await_from_async_def", ("async_def", "native", "pyo3", "cython", "cython_native", "capi")),
+    ("asyncio_run_awaits", ("async_def", "native", "pyo3", "cython", "cython_native", "capi")),
+    ("suspend_resume", ("async_def", "native", "pyo3", "cython", "cython_native", "capi")),
+    ("await_python_from", ("async_def", "native", "cython", "cython_native", "capi")),
+    ("chain5", ("async_def", "native", "cython", "cython_native", "capi")),
+    ("generator", ("async_def", "native", "pyo3", "cython", "cython_native", "capi")),
 ]
 # Outer iterations measured, per case (callgrind is ~50x slower).
 SUITE_LOOPS = {
@@ -201,6 +201,8 @@ def cmd_suite(opts):
         _func, inner, needs, _ = cb.CASES[case]
         loops = SUITE_LOOPS[case]
         for impl in impls:
+            if opts.impls and impl not in opts.impls.split(","):
+                continue
             ns, _why = cb.load_impl(impl)
             if ns is None or not all(hasattr(ns, fn) for fn in needs):
                 print(f"{case}/{impl}: skipped", flush=True)
@@ -238,6 +240,8 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("suite")
     s.add_argument("--out", required=True)
+    s.add_argument("--impls", default=None,
+                   help="comma-separated implementations to measure (default: all)")
     s.add_argument("--work", default=tempfile.gettempdir())
     s = sub.add_parser("pyperformance")
     s.add_argument("--patched", required=True)
