@@ -22,7 +22,8 @@ sys.path.insert(0, HERE)
 import coro_bench as cb  # noqa: E402
 
 IMPL_TITLES = {"async_def": "async def", "native": "native (pycoro)",
-               "pyo3": "PyO3 0.30", "cython": "Cython", "capi": "C API (floor)"}
+               "pyo3": "PyO3 0.30", "cython": "Cython",
+               "cython_native": "Cython, native frames", "capi": "C API (floor)"}
 # Targets: (bound on native / async def, what the issue calls it).
 TARGETS = {
     "create_send": (0.5, "native noop create + complete"),
