@@ -324,3 +324,37 @@ def test_under_event_loops(native, twin, runtime):
             _run(runtime, mod.fail, "x")
         return out
     assert scenario(native) == scenario(twin) == [9, 4, [0, 1, 2], ("KeyError", "KeyError")]
+
+
+# --- reference counts (debug build) ---------------------------------------------
+
+@pytest.mark.skipif(not hasattr(sys, "gettotalrefcount"), reason="needs a --with-pydebug build")
+@pytest.mark.parametrize("which", ["native", "twin"])
+def test_no_reference_leaks(modules, which):
+    mod = modules[which]
+
+    def scenario():
+        drive(mod.chain(3))
+        list(mod.count(3))
+        list(mod.delegate(2))
+        drive(mod.aconsume(2))
+        drive(mod.catch(KeyError))
+        with pytest.raises(ValueError):
+            drive(mod.fail("x"))
+        g = mod.count(5)
+        next(g)
+        g.close()
+        c = mod.add(1)
+        c.send(None)
+        c.close()
+
+    for _ in range(5):
+        scenario()
+    gc.collect()
+    before = sys.gettotalrefcount()
+    for _ in range(100):
+        scenario()
+    gc.collect()
+    leaked = sys.gettotalrefcount() - before
+    # one leaked reference per scenario would show as 100
+    assert leaked < 50, leaked
