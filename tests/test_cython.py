@@ -21,6 +21,7 @@ import sys
 import sysconfig
 import traceback
 import types
+import warnings
 import weakref
 
 import pytest
@@ -186,6 +187,49 @@ def agen_states(mod):
 @pytest.mark.parametrize("states", [coro_states, gen_states, agen_states])
 def test_inspect_states_and_lines(native, twin, states):
     assert states(native) == states(twin)
+
+
+# --- CPython's own machinery: warnings, throw, re-entry -----------------------
+
+def test_never_awaited_warning(native, twin):
+    def warned(mod):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            c = mod.add(1)
+            del c
+            gc.collect()
+        return [(x.category, str(x.message)) for x in w]
+    assert warned(native) == warned(twin) == [(RuntimeWarning, "coroutine 'add' was never awaited")]
+
+
+def throw_and_close(mod):
+    seen = []
+    c = mod.catch(KeyError)
+    c.send(None)  # suspended in checkpoint() inside the try
+    try:
+        c.throw(KeyError("thrown"))  # caught by the except, which awaits again
+    except StopIteration as e:
+        seen.append(("stopped", e.value))
+    else:
+        seen.append(("suspended", inspect.getcoroutinestate(c)))
+        try:
+            c.send(None)
+        except StopIteration as e:
+            seen.append(("result", e.value))
+    g = mod.count(3)
+    next(g)
+    g.close()
+    seen.append(inspect.getgeneratorstate(g))
+    c = mod.add(1)
+    c.close()
+    with pytest.raises(RuntimeError) as e:
+        c.send(None)
+    seen.append(str(e.value))
+    return seen
+
+
+def test_throw_close_and_reuse(native, twin):
+    assert throw_and_close(native) == throw_and_close(twin)
 
 
 # --- tracebacks and Task.get_stack() ------------------------------------------
