@@ -109,7 +109,7 @@ assert inspect.getcoroutinestate(c) == 'CORO_CLOSED'
             .extract()
             .unwrap();
         assert!(
-            filename.ends_with("rust-harness/tests/native_coroutines.rs"),
+            filename.ends_with("rust-harness/pycoro/tests/native_coroutines.rs"),
             "{filename}"
         );
     });
