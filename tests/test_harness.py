@@ -565,7 +565,7 @@ def test_states_follow_async_def():
 # --- panics ---------------------------------------------------------------
 
 def test_panic_is_panic_exception():
-    PanicException = sys.modules["pycoro_runtime"].PanicException
+    PanicException = sys.modules["pyo3_runtime"].PanicException
     assert h.PanicException is PanicException
     assert issubclass(PanicException, BaseException)
     assert not issubclass(PanicException, Exception)
@@ -576,6 +576,40 @@ def test_panic_is_panic_exception():
         c.send(None)
     # The interpreter survives and keeps running native coroutines.
     assert run_asyncio(lambda: h.ready("alive")) == ("return", "alive")
+
+
+PANIC_TYPE_FOUND = r"""
+import sys, types
+runtime = types.ModuleType("pyo3_runtime")
+class PanicException(BaseException):
+    pass
+runtime.PanicException = {value}
+sys.modules["pyo3_runtime"] = runtime
+try:
+    import pycoro_harness as h
+except TypeError as e:
+    print("TypeError", e)
+    raise SystemExit
+assert h.PanicException is PanicException
+try:
+    h.panic("boom").send(None)
+except PanicException as e:
+    print("caught", type(e).__qualname__, e)
+"""
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("PanicException", "caught PanicException boom"),
+    ("42", "TypeError pyo3_runtime.PanicException is not an exception type"),
+])
+def test_panic_exception_found_in_sys_modules(value, expected):
+    # Whoever comes first (PyO3 with pyo3-patches/, another copy of the
+    # harness) registers the type; a later extension takes it as it is, and
+    # refuses what is not an exception type rather than replace it.
+    out = subprocess.run([sys.executable, "-c", PANIC_TYPE_FOUND.format(value=value)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
 
 
 def test_panic_under_asyncio():
