@@ -1,0 +1,442 @@
+"""PyO3's own ``#[pyfunction] async fn``, as a maturin package, gives true
+coroutines.
+
+``pyo3_async_example`` is examples/pyo3-async, built with the patched PyO3's
+``native-coroutines`` feature by ``scripts/build-example`` (and installed
+into this venv).  Every scenario is also written as the ``async def`` twin
+that the Rust function's doc comment gives, run the same way under every
+runtime of ``loops.RUNTIMES`` (asyncio, uvloop, trio, anyio on both
+backends, a bare send loop) with ``loops.run``, and the two outcomes
+(results, exceptions with their ``__context__``, warnings) must be equal.
+
+The same wheel installed into a venv of the unpatched interpreter
+(``scripts/build-example --pristine``) must import there and fall back to
+PyO3's own ``Coroutine``: ``test_pristine_*`` run it in a subprocess.
+"""
+
+import asyncio
+import hashlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import traceback
+import types
+import warnings
+
+import pytest
+
+try:
+    import pyo3_async_example as ex
+except ImportError as e:
+    pytest.skip(f"pyo3_async_example is not installed ({e}); scripts/build-example "
+                "builds and installs it", allow_module_level=True)
+
+import loops
+from loops import RUNTIMES, frozen_heap  # noqa: F401 - the fixture, used by loops.run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIB_RS = os.path.join(REPO, "examples", "pyo3-async", "src", "lib.rs")
+BUILD_DIR = os.environ.get("PYCORO_BUILD_DIR") or os.path.join(REPO, "build")
+PRISTINE_PY = os.path.join(BUILD_DIR, "venv-pristine", "bin", "python")
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def fn_line(name):
+    """The line of ``async fn NAME`` in the example's lib.rs."""
+    with open(LIB_RS) as f:
+        for i, line in enumerate(f, 1):
+            if line.startswith(f"async fn {name}("):
+                return i
+    raise AssertionError(f"no `async fn {name}(` in {LIB_RS}")
+
+
+# --- async def twins of the example's functions (its doc comments) --------
+
+async def py_ready(value):
+    return value
+
+
+async def py_sleep(seconds, value):
+    await loops.sleep(seconds)
+    return value
+
+
+async def py_fail(message):
+    raise ValueError(message)
+
+
+async def py_await_py(awaitable):
+    return await awaitable
+
+
+async def py_call(callable):
+    return callable()
+
+
+async def py_cancellable_sleep(seconds, value):
+    try:
+        await loops.sleep(seconds)
+    except BaseException as e:
+        return e
+    return value
+
+
+NAMES = ["ready", "sleep", "fail", "await_py", "call", "cancellable_sleep"]
+NATIVE = types.SimpleNamespace(**{n: getattr(ex, n) for n in NAMES})
+TWIN = types.SimpleNamespace(**{n: globals()["py_" + n] for n in NAMES})
+
+
+def compare(runtime, program):
+    """Run ``program(ops)`` with the native functions and with their twins
+    under ``runtime``; the two outcomes must be equal.  Returns the
+    native outcome."""
+    def unprefixed(result):
+        # Warnings name the coroutine ("coroutine 'py_x' was never
+        # awaited"): compare without the twins' prefix.
+        outcome, reports = result
+        return outcome, [(k, c, m.replace("'py_", "'")) for k, c, m in reports]
+    native = unprefixed(loops.run(runtime, lambda: program(NATIVE)))
+    twin = unprefixed(loops.run(runtime, lambda: program(TWIN)))
+    assert native == twin
+    return native
+
+
+# --- the type ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name,args", [
+    ("ready", (1,)), ("sleep", (0, 1)), ("fail", ("x",)), ("await_py", (None,)),
+    ("call", (None,)), ("panic", ("x",)), ("cancellable_sleep", (0, 1)),
+])
+def test_async_fn_returns_a_true_coroutine(name, args):
+    c = getattr(ex, name)(*args)
+    try:
+        assert type(c) is types.CoroutineType
+        assert inspect.iscoroutine(c) and inspect.isawaitable(c)
+        assert inspect.getcoroutinestate(c) == inspect.CORO_CREATED
+        assert c.__name__ == name and c.__qualname__ == name
+        assert c.cr_code.co_name == name
+        assert c.cr_code.co_flags & inspect.CO_COROUTINE
+        assert c.cr_frame.f_code is c.cr_code
+    finally:
+        c.close()
+    assert inspect.getcoroutinestate(c) == inspect.CORO_CLOSED
+
+
+def test_frame_is_the_rs_file():
+    c = ex.fail("x")
+    try:
+        assert os.path.realpath(c.cr_code.co_filename) == os.path.realpath(LIB_RS)
+        assert c.cr_code.co_firstlineno == fn_line("fail")
+    finally:
+        c.close()
+
+
+# --- outcomes against the twins, under every runtime ------------------------
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_ready(runtime):
+    async def program(ops):
+        return [await ops.ready(42), await ops.ready("x")]
+    assert compare(runtime, program)[0] == ("return", [42, "x"])
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_sleep_woken_by_a_rust_thread(runtime):
+    async def program(ops):
+        # Concurrently: the shorter sleep ends first (its value is
+        # recorded first), both after their time.
+        order = []
+
+        async def one(seconds, value):
+            order.append(await ops.sleep(seconds, value))
+            return value
+        t0 = loops.time.monotonic()
+        results = await loops.gather(one(0.06, "long"), one(0.02, "short"))
+        return results, order, loops.time.monotonic() - t0 >= 0.06
+    assert compare(runtime, program)[0] == ("return", (["long", "short"], ["short", "long"], True))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_fail(runtime):
+    async def program(ops):
+        try:
+            await ops.fail("boom")
+        except ValueError:
+            pass
+        try:
+            raise KeyError("inner")
+        except KeyError:
+            await ops.fail("outer")     # raises, with __context__ KeyError
+    outcome = compare(runtime, program)[0]
+    assert outcome[0] == "raise"
+    assert outcome[1][:2] == (ValueError, "outer")
+    assert outcome[1][3][:2] == (KeyError, "'inner'")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_states(runtime):
+    async def program(ops):
+        c = ops.sleep(0.02, "v")
+        states = [inspect.getcoroutinestate(c)]
+
+        async def watch():
+            await loops.checkpoint()
+            states.append(inspect.getcoroutinestate(c))
+        result = await loops.gather(c, watch())
+        states.append(inspect.getcoroutinestate(c))
+        return result, states
+    assert compare(runtime, program)[0] == (
+        "return", (["v", None], ["CORO_CREATED", "CORO_SUSPENDED", "CORO_CLOSED"]))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_running_state_seen_from_python_called_by_rust(runtime):
+    async def program(ops):
+        box = []
+
+        def probe():
+            return inspect.getcoroutinestate(box[0]), box[0].cr_running
+        box.append(ops.call(probe))
+        return await box[0]
+    assert compare(runtime, program)[0] == ("return", ("CORO_RUNNING", True))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_await_py(runtime):
+    async def program(ops):
+        obj = object()
+        err = LookupError("from the awaitable")
+
+        async def gives():
+            await loops.checkpoint()
+            return obj
+
+        async def raises():
+            await loops.checkpoint()
+            raise err
+        same_result = await ops.await_py(gives()) is obj
+        try:
+            await ops.await_py(raises())
+        except LookupError as e:
+            same_exc = e is err
+        # The awaitable raises while the caller handles KeyError: the
+        # exception's __context__ is that KeyError, as with `await`.
+        try:
+            raise KeyError("handled")
+        except KeyError:
+            try:
+                await ops.await_py(raises())
+            except LookupError as e:
+                context = e.__context__
+        # A native coroutine awaited by a native coroutine.
+        nested = await ops.await_py(ops.sleep(0.01, "nested"))
+        return same_result, same_exc, context, nested
+    outcome = compare(runtime, program)[0]
+    assert outcome[0] == "return"
+    assert outcome[1][:2] == (True, True) and outcome[1][3] == "nested"
+    assert outcome[1][2][1][:2] == (KeyError, "'handled'")
+
+
+def test_await_py_cr_await():
+    """While it awaits a Python awaitable, ``cr_await`` is that awaitable
+    (as for ``await`` in async def)."""
+    @types.coroutine
+    def once():
+        yield "suspended"
+    for fn in (ex.await_py, py_await_py):
+        inner = once()
+        c = fn(inner)
+        assert c.send(None) == "suspended"
+        assert c.cr_await is inner
+        with pytest.raises(StopIteration):
+            c.send(None)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_cancel_handle(runtime):
+    """The exception thrown at cancellation reaches the CancelHandle, which
+    ends the sleep: the coroutine returns the exception."""
+    async def program(ops):
+        return await loops.cancel_after(lambda: ops.cancellable_sleep(2.0, "slept"), 0.02)
+    outcome = compare(runtime, program)[0]
+    assert outcome[0] == "return" and outcome[1][0] == "return"
+    assert outcome[1][1][0] == "exception"
+
+
+def test_cancel_handle_task_cancel():
+    async def main(fn):
+        task = asyncio.ensure_future(fn(2.0, "slept"))
+        await asyncio.sleep(0.02)
+        task.cancel("stop")
+        result = await task
+        return type(result), result.args, task.cancelled()
+    assert asyncio.run(main(ex.cancellable_sleep)) == asyncio.run(main(py_cancellable_sleep)) \
+        == (asyncio.CancelledError, ("stop",), False)
+
+
+def test_cancel_handle_not_cancelled():
+    assert asyncio.run(ex.cancellable_sleep(0.01, "slept")) == "slept"
+
+
+# --- tracebacks, profilers --------------------------------------------------
+
+def test_traceback_shows_the_rs_frame():
+    def entries(make):
+        async def main():
+            await make()
+        try:
+            asyncio.run(main())
+        except ValueError as e:
+            return [(f.name, f.filename, f.lineno) for f in traceback.extract_tb(e.__traceback__)]
+        raise AssertionError("no ValueError")
+    native = entries(lambda: ex.fail("boom"))
+    twin = entries(lambda: py_fail("boom"))
+    assert native[-1][0] == "fail" and twin[-1][0] == "py_fail"
+    assert os.path.realpath(native[-1][1]) == os.path.realpath(LIB_RS)
+    assert native[-1][2] == fn_line("fail")
+    # The same frames above it.
+    assert native[:-1] == twin[:-1]
+
+
+PYSPY_CHILD = textwrap.dedent("""
+    import asyncio, sys
+    import pyo3_async_example as ex
+
+    def blocked():
+        print("ready", flush=True)
+        sys.stdin.readline()       # until the parent has dumped the stack
+        return "done"
+
+    async def call(callable):      # the twin
+        return callable()
+
+    target = ex.call if sys.argv[1] == "native" else call
+    print(asyncio.run(target(blocked)), flush=True)
+""")
+
+
+@pytest.mark.skipif(FREE_THREADED, reason="py-spy 0.4.3 cannot read a free-threaded "
+                    "(3.13t) process (benfred/py-spy#711)")
+def test_py_spy_dump_shows_the_rs_frame(py_spy):
+    import test_pyspy
+
+    def dump(kind):
+        child = subprocess.Popen([sys.executable, "-c", PYSPY_CHILD, kind],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline() == "ready\n"
+            spy = subprocess.run([py_spy, "dump", "--full-filenames", "--pid", str(child.pid)],
+                                 capture_output=True, text=True, timeout=120)
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.stdout.readline() == "done\n"
+            assert child.wait(timeout=60) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            child.stdin.close()
+            child.stdout.close()
+        if spy.returncode != 0 and "ptrace" in spy.stderr + spy.stdout:
+            pytest.skip("ptrace refused: " + spy.stderr.strip())
+        assert spy.returncode == 0, spy.stdout + spy.stderr
+        return test_pyspy.frame_lines(spy.stdout)
+    native, python = dump("native"), dump("python")
+    assert native[0][0] == python[0][0] == "blocked"
+    assert native[1][0] == "call" and python[1][0] == "call"
+    assert os.path.realpath(native[1][1]) == os.path.realpath(LIB_RS)
+    assert native[1][2] == fn_line("call")
+    assert [f[0] for f in native[2:]] == [f[0] for f in python[2:]]
+
+
+@pytest.fixture(scope="module")
+def py_spy():
+    import test_pyspy
+    path = test_pyspy.PY_SPY
+    if not os.access(path, os.X_OK):
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                        "--disable-pip-version-check", test_pyspy.pinned_py_spy()], check=True)
+    assert os.access(path, os.X_OK), path
+    return path
+
+
+# --- panics -----------------------------------------------------------------
+
+def test_panic_raises_pyo3_runtime_panic_exception():
+    with pytest.raises(BaseException) as info:
+        asyncio.run(ex.panic("it broke"))
+    panic_exception = sys.modules["pyo3_runtime"].PanicException
+    assert type(info.value) is panic_exception
+    assert str(info.value) == "it broke"
+    assert issubclass(panic_exception, BaseException)
+    assert not issubclass(panic_exception, Exception)
+    # The coroutine is finished and the next one works.
+    assert asyncio.run(ex.ready(1)) == 1
+
+
+def test_panic_exception_is_the_one_pycoro_raises():
+    import pycoro_harness
+    with pytest.raises(BaseException) as info:
+        asyncio.run(pycoro_harness.panic("harness"))
+    harness_type = type(info.value)
+    if harness_type.__module__ != "pyo3_runtime":
+        pytest.skip(f"pycoro_harness raises {harness_type.__module__}.PanicException: its switch "
+                    "to sys.modules['pyo3_runtime'] (issue 14) has not landed")
+    with pytest.raises(BaseException) as info:
+        asyncio.run(ex.panic("example"))
+    assert type(info.value) is harness_type is sys.modules["pyo3_runtime"].PanicException
+
+
+# --- the same wheel on an unpatched CPython ---------------------------------
+
+PRISTINE_PROGRAM = textwrap.dedent("""
+    import asyncio, ctypes, inspect, json, sys, time, types
+    import pyo3_async_example as ex
+    assert not hasattr(ctypes.pythonapi, "PyUnstable_Coro_NewNative"), "not the pristine build"
+    c = ex.ready(1)
+    out = {"type": f"{type(c).__module__}.{type(c).__qualname__}",
+           "is_coroutine_type": type(c) is types.CoroutineType}
+    c.close()
+    out["ready"] = asyncio.run(ex.ready("value"))
+    t0 = time.monotonic()
+    out["sleep"] = asyncio.run(ex.sleep(0.05, "slept"))
+    out["slept_enough"] = time.monotonic() - t0 >= 0.05
+    try:
+        asyncio.run(ex.fail("boom"))
+    except ValueError as e:
+        out["fail"] = [type(e).__name__, str(e)]
+    out["file"] = ex.__file__
+    print(json.dumps(out))
+""")
+
+
+def pristine_or_skip():
+    if not os.access(PRISTINE_PY, os.X_OK):
+        pytest.skip(f"{PRISTINE_PY} is missing: scripts/build-example --pristine makes it")
+    if FREE_THREADED:
+        pytest.skip("the pristine check installs the default build's cp313 wheel")
+    env = dict(os.environ)
+    env.pop("LD_LIBRARY_PATH", None)   # the unpatched build finds its own libpython
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def test_pristine_same_wheel_falls_back_to_pyo3_coroutine():
+    env = pristine_or_skip()
+    r = subprocess.run([PRISTINE_PY, "-c", PRISTINE_PROGRAM], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["type"] == "builtins.Coroutine" and not out["is_coroutine_type"]
+    assert out["ready"] == "value"
+    assert out["sleep"] == "slept" and out["slept_enough"]
+    assert out["fail"] == ["ValueError", "boom"]
+    # The very same extension module file as here.
+    def digest(path):
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    assert digest(out["file"]) == digest(ex.__file__)
