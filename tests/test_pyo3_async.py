@@ -65,6 +65,12 @@ async def py_sleep(seconds, value):
     return value
 
 
+async def py_yield_now(n):
+    for _ in range(n):
+        await loops.checkpoint()
+    return n
+
+
 async def py_fail(message):
     raise ValueError(message)
 
@@ -85,7 +91,7 @@ async def py_cancellable_sleep(seconds, value):
     return value
 
 
-NAMES = ["ready", "sleep", "fail", "await_py", "call", "cancellable_sleep"]
+NAMES = ["ready", "sleep", "yield_now", "fail", "await_py", "call", "cancellable_sleep"]
 NATIVE = types.SimpleNamespace(**{n: getattr(ex, n) for n in NAMES})
 TWIN = types.SimpleNamespace(**{n: globals()["py_" + n] for n in NAMES})
 
@@ -108,7 +114,7 @@ def compare(runtime, program):
 # --- the type ----------------------------------------------------------------
 
 @pytest.mark.parametrize("name,args", [
-    ("ready", (1,)), ("sleep", (0, 1)), ("fail", ("x",)), ("await_py", (None,)),
+    ("ready", (1,)), ("sleep", (0, 1)), ("yield_now", (1,)), ("fail", ("x",)), ("await_py", (None,)),
     ("call", (None,)), ("panic", ("x",)), ("cancellable_sleep", (0, 1)),
 ])
 def test_async_fn_returns_a_true_coroutine(name, args):
@@ -158,6 +164,22 @@ def test_sleep_woken_by_a_rust_thread(runtime):
         results = await loops.gather(one(0.06, "long"), one(0.02, "short"))
         return results, order, loops.time.monotonic() - t0 >= 0.06
     assert compare(runtime, program)[0] == ("return", (["long", "short"], ["short", "long"], True))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_yield_now(runtime):
+    async def program(ops):
+        # Two coroutines that yield in turn: their steps interleave.
+        log = []
+
+        async def one(name, n):
+            for i in range(n):
+                log.append((name, i))
+                await ops.yield_now(1)
+            return await ops.yield_now(0)
+        return await loops.gather(one("a", 3), one("b", 3)), log
+    outcome = compare(runtime, program)[0]
+    assert outcome[0] == "return" and outcome[1][0] == [0, 0]
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

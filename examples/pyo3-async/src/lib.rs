@@ -31,6 +31,17 @@ async fn sleep(seconds: f64, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
     Ok(value)
 }
 
+/// `async def yield_now(n): for _ in range(n): await <checkpoint>; return n`:
+/// suspends `n` times, each a bare yield to whatever runs it (see
+/// [`YieldNow`]).
+#[pyfunction]
+async fn yield_now(n: usize) -> usize {
+    for _ in 0..n {
+        YieldNow(false).await;
+    }
+    n
+}
+
 /// `async def fail(message): raise ValueError(message)`
 #[pyfunction]
 async fn fail(message: String) -> PyResult<()> {
@@ -81,6 +92,23 @@ async fn cancellable_sleep(
     })
     .await;
     Ok(thrown.unwrap_or(value))
+}
+
+/// Pending once, waking itself first: the coroutine yields to its runner
+/// once and is resumed at once (`asyncio.sleep(0)`, trio's checkpoint).
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
 fn duration(seconds: f64) -> PyResult<Duration> {
@@ -147,6 +175,7 @@ impl Future for ThreadSleep {
 fn pyo3_async_example(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ready, m)?)?;
     m.add_function(wrap_pyfunction!(sleep, m)?)?;
+    m.add_function(wrap_pyfunction!(yield_now, m)?)?;
     m.add_function(wrap_pyfunction!(fail, m)?)?;
     m.add_function(wrap_pyfunction!(await_py, m)?)?;
     m.add_function(wrap_pyfunction!(call, m)?)?;
