@@ -431,7 +431,7 @@ PRISTINE_PROGRAM = textwrap.dedent("""
         asyncio.run(ex.fail("boom"))
     except ValueError as e:
         out["fail"] = [type(e).__name__, str(e)]
-    out["file"] = ex.__file__
+    out["file"] = ex.pyo3_async_example.__file__   # the extension module in the package
     print(json.dumps(out))
 """)
 
@@ -461,4 +461,5 @@ def test_pristine_same_wheel_falls_back_to_pyo3_coroutine():
     def digest(path):
         with open(path, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()
-    assert digest(out["file"]) == digest(ex.__file__)
+    assert out["file"].endswith(".so") and ex.pyo3_async_example.__file__.endswith(".so")
+    assert digest(out["file"]) == digest(ex.pyo3_async_example.__file__)

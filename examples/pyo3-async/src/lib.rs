@@ -9,9 +9,9 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::coroutine::CancelHandle;
 use pyo3::exceptions::PyValueError;
@@ -118,15 +118,23 @@ fn duration(seconds: f64) -> PyResult<Duration> {
 /// What the sleeping thread and the future share.
 #[derive(Default)]
 struct Shared {
+    state: Mutex<SleepState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct SleepState {
     done: bool,
+    dropped: bool,
     waker: Option<Waker>,
 }
 
 /// A future that a `std::thread` completes after a delay: the waker is
-/// called from that thread, not from the event loop's.
+/// called from that thread, not from the event loop's.  Dropping the future
+/// (the coroutine was closed or cancelled) ends the thread without a wake.
 struct ThreadSleep {
     duration: Duration,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Shared>,
     started: bool,
 }
 
@@ -145,27 +153,45 @@ impl Future for ThreadSleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let mut shared = this.shared.lock().unwrap();
-        if shared.done {
+        let mut state = this.shared.state.lock().unwrap();
+        if state.done {
             return Poll::Ready(());
         }
-        shared.waker = Some(cx.waker().clone());
+        state.waker = Some(cx.waker().clone());
         if !this.started {
             this.started = true;
-            let (duration, shared) = (this.duration, Arc::clone(&this.shared));
+            let deadline = Instant::now() + this.duration;
+            let shared = Arc::clone(&this.shared);
             std::thread::spawn(move || {
-                std::thread::sleep(duration);
-                let waker = {
-                    let mut shared = shared.lock().unwrap();
-                    shared.done = true;
-                    shared.waker.take()
-                };
+                let mut state = shared.state.lock().unwrap();
+                loop {
+                    if state.dropped {
+                        return;
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    state = shared.changed.wait_timeout(state, deadline - now).unwrap().0;
+                }
+                state.done = true;
+                let waker = state.waker.take();
+                drop(state);
                 if let Some(waker) = waker {
                     waker.wake();
                 }
             });
         }
         Poll::Pending
+    }
+}
+
+impl Drop for ThreadSleep {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.dropped = true;
+        state.waker = None;
+        self.shared.changed.notify_all();
     }
 }
 
