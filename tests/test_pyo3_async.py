@@ -413,6 +413,71 @@ def test_panic_exception_is_the_one_pycoro_raises():
     assert type(info.value) is harness_type is sys.modules["pyo3_runtime"].PanicException
 
 
+# --- what a PyO3 user sees change (docs/pyo3-native-coroutines.md) ---------
+
+VISIBLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyo3_visible.py")
+
+
+def visible(mode, **env):
+    """tests/pyo3_visible.py's observations, in a child process."""
+    r = subprocess.run([sys.executable, VISIBLE, mode], capture_output=True, text=True,
+                       env={**os.environ, **env}, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "panicked" not in r.stderr, r.stderr
+    return json.loads(r.stdout)
+
+
+# PyO3's own Coroutine (its fallback, and stock PyO3), as observed.
+COROUTINE_OBSERVED = {
+    "type": "builtins.Coroutine",
+    "is_coroutine_type": False,
+    "inspect.iscoroutine": False,
+    "asyncio.iscoroutine": True,
+    "repr": "<builtins.Coroutine object",
+    "__name__": "ready",
+    "__qualname__": "ready",
+    "has __next__": True,
+    "has cr_frame": False,
+    "__await__() is self": True,
+    "type(__await__())": "Coroutine",
+    "send(non-None) when fresh": ["raise", "StopIteration", "1"],
+    "iscoroutinefunction(fn)": False,
+    "re-entry": ["raise", "RuntimeError", "Already borrowed"],
+    "send after completion": ["raise", "RuntimeError", "cannot reuse already awaited coroutine"],
+    "never awaited": [],
+    "-W error: exit code, stdout, last stderr line": [0, "end of program", ""],
+    "pytest -W error: exit code, summary": [0, "1 passed"],
+    "task.cancel() while sleeping": ["CancelledError", ["stop"], True],
+    "under trio": ["raise", "RuntimeError", "no running event loop"],
+}
+
+
+def test_visible_native_is_async_def():
+    """Every observation of the native coroutine is the async def twin's,
+    but inspect.iscoroutinefunction (the function is a builtin) and trio
+    (where the twin, which sleeps with asyncio.sleep, cannot run)."""
+    native, twin = visible("native"), visible("twin")
+    assert native.pop("iscoroutinefunction(fn)") is False
+    assert twin.pop("iscoroutinefunction(fn)") is True
+    assert native.pop("under trio") == ["return", "'slept'"]
+    assert twin.pop("under trio") == "n/a"
+    assert native == twin
+    # What changes, against PyO3's own Coroutine.
+    changed = {k for k in native if native[k] != COROUTINE_OBSERVED[k]}
+    assert changed == {
+        "type", "is_coroutine_type", "inspect.iscoroutine", "repr", "has __next__",
+        "has cr_frame", "__await__() is self", "type(__await__())",
+        "send(non-None) when fresh", "re-entry", "never awaited",
+        "-W error: exit code, stdout, last stderr line",
+        "pytest -W error: exit code, summary"}
+
+
+def test_visible_fallback_is_pyo3_coroutine():
+    """PYCORO_NATIVE_FRAMES=0 makes the same module use PyO3's own
+    Coroutine, as on an unpatched interpreter."""
+    assert visible("native", PYCORO_NATIVE_FRAMES="0") == COROUTINE_OBSERVED
+
+
 # --- the same wheel on an unpatched CPython ---------------------------------
 
 PRISTINE_PROGRAM = textwrap.dedent("""

@@ -172,7 +172,11 @@ impl Future for ThreadSleep {
                     if now >= deadline {
                         break;
                     }
-                    state = shared.changed.wait_timeout(state, deadline - now).unwrap().0;
+                    state = shared
+                        .changed
+                        .wait_timeout(state, deadline - now)
+                        .unwrap()
+                        .0;
                 }
                 state.done = true;
                 let waker = state.waker.take();
