@@ -59,6 +59,9 @@ def observe(ops, mode):
     out["type(__await__())"] = type(c.__await__()).__name__
     out["send(non-None) when fresh"] = outcome(lambda: c.send("x"))
     c.close()
+    c = ops.ready(1)
+    out["next(c)"] = outcome(lambda: next(c))
+    c.close()
     out["iscoroutinefunction(fn)"] = inspect.iscoroutinefunction(ops.ready)
 
     # Re-entry: Python code called by the running coroutine sends to it.

@@ -441,6 +441,7 @@ COROUTINE_OBSERVED = {
     "__await__() is self": True,
     "type(__await__())": "Coroutine",
     "send(non-None) when fresh": ["raise", "StopIteration", "1"],
+    "next(c)": ["raise", "StopIteration", "1"],
     "iscoroutinefunction(fn)": False,
     "re-entry": ["raise", "RuntimeError", "Already borrowed"],
     "send after completion": ["raise", "RuntimeError", "cannot reuse already awaited coroutine"],
@@ -467,7 +468,7 @@ def test_visible_native_is_async_def():
     assert changed == {
         "type", "is_coroutine_type", "inspect.iscoroutine", "repr", "has __next__",
         "has cr_frame", "__await__() is self", "type(__await__())",
-        "send(non-None) when fresh", "re-entry", "never awaited",
+        "send(non-None) when fresh", "next(c)", "re-entry", "never awaited",
         "-W error: exit code, stdout, last stderr line",
         "pytest -W error: exit code, summary"}
 
