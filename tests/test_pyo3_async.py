@@ -132,6 +132,13 @@ def test_async_fn_returns_a_true_coroutine(name, args):
     assert inspect.getcoroutinestate(c) == inspect.CORO_CLOSED
 
 
+@pytest.mark.skipif(not FREE_THREADED, reason="the GIL is only off on the free-threaded build")
+def test_import_keeps_the_gil_off():
+    # `#[pymodule(gil_used = false)]`: importing the module (done above)
+    # did not turn the GIL back on.
+    assert not sys._is_gil_enabled()
+
+
 def test_frame_is_the_rs_file():
     c = ex.fail("x")
     try:
