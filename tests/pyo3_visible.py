@@ -54,7 +54,8 @@ def observe(ops, mode):
     out["__name__"] = c.__name__
     out["__qualname__"] = c.__qualname__
     out["has __next__"] = hasattr(c, "__next__")
-    out["has cr_frame"] = hasattr(c, "cr_frame")
+    out["coroutine attributes"] = [a for a in ("cr_frame", "cr_code", "cr_await", "cr_running",
+                                                "cr_origin", "cr_suspended") if hasattr(c, a)]
     out["__await__() is self"] = c.__await__() is c
     out["type(__await__())"] = type(c.__await__()).__name__
     out["send(non-None) when fresh"] = outcome(lambda: c.send("x"))

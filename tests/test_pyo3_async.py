@@ -444,7 +444,7 @@ COROUTINE_OBSERVED = {
     "__name__": "ready",
     "__qualname__": "ready",
     "has __next__": True,
-    "has cr_frame": False,
+    "coroutine attributes": [],
     "__await__() is self": True,
     "type(__await__())": "Coroutine",
     "send(non-None) when fresh": ["raise", "StopIteration", "1"],
@@ -474,7 +474,7 @@ def test_visible_native_is_async_def():
     changed = {k for k in native if native[k] != COROUTINE_OBSERVED[k]}
     assert changed == {
         "type", "is_coroutine_type", "inspect.iscoroutine", "repr", "has __next__",
-        "has cr_frame", "__await__() is self", "type(__await__())",
+        "coroutine attributes", "__await__() is self", "type(__await__())",
         "send(non-None) when fresh", "next(c)", "re-entry", "never awaited",
         "-W error: exit code, stdout, last stderr line",
         "pytest -W error: exit code, summary"}
@@ -504,6 +504,7 @@ PRISTINE_PROGRAM = textwrap.dedent("""
         asyncio.run(ex.fail("boom"))
     except ValueError as e:
         out["fail"] = [type(e).__name__, str(e)]
+    out["await_py"] = asyncio.run(ex.await_py(asyncio.sleep(0.01, "awaited")))
     out["file"] = ex.pyo3_async_example.__file__   # the extension module in the package
     print(json.dumps(out))
 """)
@@ -530,6 +531,7 @@ def test_pristine_same_wheel_falls_back_to_pyo3_coroutine():
     assert out["ready"] == "value"
     assert out["sleep"] == "slept" and out["slept_enough"]
     assert out["fail"] == ["ValueError", "boom"]
+    assert out["await_py"] == "awaited"
     # The very same extension module file as here.
     def digest(path):
         with open(path, "rb") as f:
