@@ -173,6 +173,36 @@ def test_sleep_woken_by_a_rust_thread(runtime):
     assert compare(runtime, program)[0] == ("return", (["long", "short"], ["short", "long"], True))
 
 
+@types.coroutine
+def counting(coro, counter):
+    """``await coro``, counting the times it suspends its runner."""
+    try:
+        value = coro.send(None)
+        while True:
+            counter.append(1)
+            try:
+                sent = yield value
+            except BaseException as e:  # noqa: BLE001 - passed on
+                value = coro.throw(e)
+            else:
+                value = coro.send(sent)
+    except StopIteration as e:
+        return e.value
+
+
+@pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r != "send"])
+def test_sleep_waits_without_polling(runtime):
+    """Under an event loop, the coroutine sleeps until the Rust thread wakes
+    it: it suspends its task once (as the twin does), it is not polled
+    again and again meanwhile (in a bare send loop, where nothing can wake
+    it, it yields thousands of times, as the twin does there)."""
+    async def program(ops):
+        counter = []
+        value = await counting(ops.sleep(0.1, "slept"), counter)
+        return value, len(counter)
+    assert compare(runtime, program)[0] == ("return", ("slept", 1))
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_yield_now(runtime):
     async def program(ops):
