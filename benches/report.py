@@ -226,7 +226,7 @@ def criterion_section(root):
     if not rows:
         return []
     out = ["## The harness's own overhead (criterion)", ""]
-    out.append("`cargo bench -p pycoro --bench harness` (rust-harness/benches/harness.rs), "
+    out.append("`cargo bench -p pycoro --bench harness` (benches/harness.rs), "
                "the embedded patched interpreter; mean and its 95% confidence interval.  "
                "`poll/*` is a whole step through CPython (`PyIter_Send`), harness included.")
     out.append("")

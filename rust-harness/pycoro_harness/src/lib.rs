@@ -59,7 +59,7 @@ fn sleep(py: Python<'_>, seconds: f64, result: Option<Py<PyAny>>) -> PyResult<Bo
     })
 }
 
-/// A Rust `panic!(msg)` inside the coroutine: `pycoro_runtime.PanicException`.
+/// A Rust `panic!(msg)` inside the coroutine: `pyo3_runtime.PanicException`.
 #[pyfunction]
 #[pyo3(name = "panic")]
 fn panic_(py: Python<'_>, msg: String) -> PyResult<Bound<'_, PyAny>> {

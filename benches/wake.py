@@ -1,6 +1,6 @@
 """Measure the harness's two ways of suspending (see src/runtime.rs).
 
-    python rust-harness/bench/wake.py
+    python benches/wake.py
 
 - bare yield: `yield_now(N)` (woken during the poll -> YIELD None), against
   the same loop of `await asyncio.sleep(0)` in Python;

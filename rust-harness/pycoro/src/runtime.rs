@@ -70,7 +70,7 @@
 //!
 //! ## Measured trade-offs
 //!
-//! `rust-harness/bench/wake.py` (release build of the probe, the patched
+//! `benches/wake.py` (release build of the probe, the patched
 //! CPython 3.13.5 release build, 2-core build machine; best of 5 runs of
 //! 20,000 steps, per step):
 //!

@@ -3,18 +3,23 @@
 //! [`std::panic::catch_unwind`], and a caught panic becomes a Python
 //! `PanicException`.
 //!
-//! `PanicException` derives from `BaseException` (like PyO3's
-//! `pyo3_runtime.PanicException`), so `except Exception:` does not swallow
-//! a bug.  There is ONE such type per interpreter, shared by every extension
-//! built on the harness, whatever copy of the harness each one links: it
-//! lives in `sys.modules["pycoro_runtime"]`, created there by whichever
-//! extension needs it first.
+//! `PanicException` derives from `BaseException`, so `except Exception:`
+//! does not swallow a bug.  There is ONE such type per interpreter, shared
+//! by every extension built on the harness, whatever copy of the harness
+//! each one links, and by PyO3 itself when it is built with this
+//! repository's patches (pyo3-patches/): it lives in
+//! `sys.modules["pyo3_runtime"]` as `PanicException` (PyO3's name for it),
+//! created there by whichever extension needs it first (the place
+//! recommended in the CPython discussion of PyO3's runtime types, for the
+//! one type that users want to catch by name).  An existing `pyo3_runtime.PanicException` is used
+//! as it is if it is an exception type; anything else there is a
+//! `TypeError`, never replaced.
 //!
 //! ```
 //! use pyo3::prelude::*;
 //! Python::attach(|py| {
 //!     let ty = pycoro::panic::panic_exception_type(py).unwrap();
-//!     let again = py.import("pycoro_runtime").unwrap().getattr("PanicException").unwrap();
+//!     let again = py.import("pyo3_runtime").unwrap().getattr("PanicException").unwrap();
 //!     assert!(ty.is(&again));
 //!     let err = pycoro::panic::panic_to_pyerr(py, Box::new("boom"));
 //!     assert!(err.is_instance(py, ty.as_any()));
@@ -24,14 +29,24 @@
 
 use std::any::Any;
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyType};
 
 /// Name of the module that holds the shared exception type.
-pub(crate) const RUNTIME_MODULE: &str = "pycoro_runtime";
+pub(crate) const RUNTIME_MODULE: &str = "pyo3_runtime";
 
 static PANIC_EXCEPTION: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// The docstring PyO3 gives the type.
+const PANIC_EXCEPTION_DOC: &std::ffi::CStr = c"
+The exception raised when Rust code called from Python panics.
+
+Like SystemExit, this exception is derived from BaseException so that
+it will typically propagate all the way through the stack and cause the
+Python interpreter to exit.
+";
 
 fn find_or_create(py: Python<'_>) -> PyResult<Py<PyType>> {
     let modules = py
@@ -44,20 +59,27 @@ fn find_or_create(py: Python<'_>) -> PyResult<Py<PyType>> {
             let m = PyModule::new(py, RUNTIME_MODULE)?;
             m.setattr(
                 "__doc__",
-                "Objects shared by every extension built on the pycoro harness.",
+                "Objects shared by every extension built on PyO3 or pycoro.",
             )?;
             modules.set_item(RUNTIME_MODULE, &m)?;
             m.into_any()
         }
     };
-    if let Ok(ty) = module.getattr("PanicException") {
-        return Ok(ty.cast_into::<PyType>()?.unbind());
+    if let Ok(found) = module.getattr("PanicException") {
+        let base = py.get_type::<pyo3::exceptions::PyBaseException>();
+        return match found.cast_into::<PyType>() {
+            Ok(ty) if ty.is_subclass(&base)? => Ok(ty.unbind()),
+            _ => Err(PyTypeError::new_err(format!(
+                "{RUNTIME_MODULE}.PanicException is not an exception type"
+            ))),
+        };
     }
     let base = py.get_type::<pyo3::exceptions::PyBaseException>();
     let ty = PyErr::new_type(
         py,
-        c"pycoro_runtime.PanicException",
-        Some(c"A Rust panic inside a native coroutine (pycoro harness)."),
+        c"pyo3_runtime.PanicException",
+        // PyO3's own text (pyo3/src/panic.rs), whichever creates it first.
+        Some(PANIC_EXCEPTION_DOC),
         Some(&base),
         None,
     )?;
@@ -65,7 +87,7 @@ fn find_or_create(py: Python<'_>) -> PyResult<Py<PyType>> {
     Ok(ty)
 }
 
-/// The shared `pycoro_runtime.PanicException` type (looked up, or created
+/// The shared `pyo3_runtime.PanicException` type (looked up, or created
 /// and registered, on first use).
 pub fn panic_exception_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
     PANIC_EXCEPTION

@@ -18,7 +18,7 @@
 //! `GeneratorExit` of `close()`) cannot be caught by an iterator: it
 //! propagates at once and the iterator is dropped (its `Drop` runs), as in
 //! a generator suspended outside any `try`.  A panic in `next()` becomes
-//! `pycoro_runtime.PanicException` and finishes the generator.
+//! `pyo3_runtime.PanicException` and finishes the generator.
 //!
 //! [`GeneratorDef`] describes the code object (file, name, lines), as
 //! [`CoroutineDef`] does for coroutines; make one with

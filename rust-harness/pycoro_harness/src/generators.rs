@@ -63,7 +63,7 @@ fn gen_fail<'py>(py: Python<'py>, n: usize, exc: Bound<'py, PyAny>) -> PyResult<
 }
 
 /// A native generator whose iterator panics with `msg` after `n` items
-/// (`pycoro_runtime.PanicException`).
+/// (`pyo3_runtime.PanicException`).
 #[pyfunction]
 fn gen_panic(py: Python<'_>, n: usize, msg: String) -> PyResult<Bound<'_, PyAny>> {
     let items = (0..=n).map(move |i| {
@@ -129,7 +129,7 @@ fn agen_await<'py>(
 }
 
 /// A native async generator whose stream panics with `msg` after `n`
-/// items (`pycoro_runtime.PanicException`).
+/// items (`pyo3_runtime.PanicException`).
 #[pyfunction]
 fn agen_panic(py: Python<'_>, n: usize, msg: String) -> PyResult<Bound<'_, PyAny>> {
     let items = stream::iter((0..=n).map(move |i| {

@@ -6,7 +6,7 @@
 //! any `Future<Output = PyResult<Py<PyAny>>> + Send + 'static` into such a
 //! coroutine ([`NativeCoroutine`]), lets the future await Python awaitables
 //! ([`py_await`]), wakes it from any thread ([`runtime`]), and
-//! turns panics into `pycoro_runtime.PanicException` ([`mod@panic`]).
+//! turns panics into `pyo3_runtime.PanicException` ([`mod@panic`]).
 //!
 //! Layers, from the bottom (the first three are private to the crate):
 //! - `ffi`: bindgen's bindings of the new C API beside `pyo3::ffi`; no

@@ -36,7 +36,7 @@ fn interpreter(manifest_dir: &Path) -> PathBuf {
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     match env::var_os("PYO3_PYTHON") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => manifest_dir.join("../build/cpython/bin/python3.13"),
+        _ => manifest_dir.join("../../build/cpython/bin/python3.13"),
     }
 }
 

@@ -109,7 +109,7 @@ assert inspect.getcoroutinestate(c) == 'CORO_CLOSED'
             .extract()
             .unwrap();
         assert!(
-            filename.ends_with("rust-harness/tests/native_coroutines.rs"),
+            filename.ends_with("rust-harness/pycoro/tests/native_coroutines.rs"),
             "{filename}"
         );
     });
@@ -436,7 +436,7 @@ fn panic_becomes_the_shared_panic_exception() {
         assert!(err.is_instance_of::<pyo3::exceptions::PyBaseException>(py));
         assert_eq!(err.value(py).to_string(), "the harness caught this");
         let shared = py
-            .import("pycoro_runtime")
+            .import("pyo3_runtime")
             .unwrap()
             .getattr("PanicException")
             .unwrap();
@@ -777,7 +777,7 @@ finally:
 assert len(seen) == 1, seen
 assert type(seen[0]).__name__ == 'PanicException', seen
 assert str(seen[0]) == 'panic in Drop', seen
-assert sys.modules['pycoro_runtime'].PanicException is type(seen[0])
+assert sys.modules['pyo3_runtime'].PanicException is type(seen[0])
 ",
             &[("native", &native)],
         );
