@@ -144,6 +144,7 @@ def test_frame_is_the_rs_file():
     try:
         assert os.path.realpath(c.cr_code.co_filename) == os.path.realpath(LIB_RS)
         assert c.cr_code.co_firstlineno == fn_line("fail")
+        assert c.cr_code.co_varnames == ("message",) and c.cr_code.co_argcount == 1
     finally:
         c.close()
 
