@@ -82,6 +82,31 @@ def section(args):
     out.extend(footnotes)
     if footnotes:
         out.append("")
+    if args.instr and os.path.exists(args.instr):
+        with open(args.instr) as f:
+            instr = json.load(f)
+        out.append("Instructions per unit under callgrind (`benches/instr_count.py suite`; "
+                   "machine load does not change them), and the ratio to async def:")
+        out.append("")
+        out.append("| case | " + " | ".join(t for _, t in IMPLS) + " | native / Coroutine |")
+        out.append("| --- " * (len(IMPLS) + 2) + "|")
+        for case, by_impl in instr.items():
+            row = [f"`{case}`"]
+            base = by_impl.get("async_def")
+            for impl, _ in IMPLS:
+                v = by_impl.get(impl)
+                if v is None:
+                    row.append("n/a")
+                elif impl == "async_def" or not base:
+                    row.append(f"{v:,.0f}")
+                else:
+                    row.append(f"{v:,.0f} (**{v / base:.2f}x**)")
+            if by_impl.get("pyo3") and by_impl.get("pyo3_native"):
+                row.append(f"{by_impl['pyo3_native'] / by_impl['pyo3']:.2f}x")
+            else:
+                row.append("")
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
     out.append("Reproduce: `scripts/bench-pyo3 --fast` (this section); `scripts/bench-pyo3 --quick` "
                "is the smoke test.")
     out.append("")
@@ -107,6 +132,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--json", required=True)
     p.add_argument("--notes")
+    p.add_argument("--instr", help="benches/instr_count.py suite output (JSON)")
     p.add_argument("--mode", default="normal")
     p.add_argument("--started", default="?")
     p.add_argument("--load-start", default="?")

@@ -456,13 +456,27 @@ def test_panic_exception_is_the_one_pycoro_raises():
 VISIBLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyo3_visible.py")
 
 
-def visible(mode, **env):
-    """tests/pyo3_visible.py's observations, in a child process."""
-    r = subprocess.run([sys.executable, VISIBLE, mode], capture_output=True, text=True,
-                       env={**os.environ, **env}, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "panicked" not in r.stderr, r.stderr
-    return json.loads(r.stdout)
+@pytest.fixture(scope="module")
+def visible():
+    """tests/pyo3_visible.py's observations, each in a child process (all
+    three started at once: each waits mostly for its own children):
+    {"native": ..., "twin": ..., "fallback": ...}."""
+    runs = {
+        "native": ("native", {}),
+        "twin": ("twin", {}),
+        "fallback": ("native", {"PYCORO_NATIVE_FRAMES": "0"}),
+    }
+    children = {k: subprocess.Popen([sys.executable, VISIBLE, mode], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, **env})
+                for k, (mode, env) in runs.items()}
+    out = {}
+    for k, child in children.items():
+        stdout, stderr = child.communicate(timeout=300)
+        assert child.returncode == 0, stdout + stderr
+        assert "panicked" not in stderr, stderr
+        out[k] = json.loads(stdout)
+    return out
 
 
 # PyO3's own Coroutine (its fallback, and stock PyO3), as observed.
@@ -491,11 +505,11 @@ COROUTINE_OBSERVED = {
 }
 
 
-def test_visible_native_is_async_def():
+def test_visible_native_is_async_def(visible):
     """Every observation of the native coroutine is the async def twin's,
     but inspect.iscoroutinefunction (the function is a builtin) and trio
     (where the twin, which sleeps with asyncio.sleep, cannot run)."""
-    native, twin = visible("native"), visible("twin")
+    native, twin = dict(visible["native"]), dict(visible["twin"])
     assert native.pop("iscoroutinefunction(fn)") is False
     assert twin.pop("iscoroutinefunction(fn)") is True
     assert native.pop("under trio") == ["return", "'slept'"]
@@ -511,10 +525,10 @@ def test_visible_native_is_async_def():
         "pytest -W error: exit code, summary"}
 
 
-def test_visible_fallback_is_pyo3_coroutine():
+def test_visible_fallback_is_pyo3_coroutine(visible):
     """PYCORO_NATIVE_FRAMES=0 makes the same module use PyO3's own
     Coroutine, as on an unpatched interpreter."""
-    assert visible("native", PYCORO_NATIVE_FRAMES="0") == COROUTINE_OBSERVED
+    assert visible["fallback"] == COROUTINE_OBSERVED
 
 
 # --- the same wheel on an unpatched CPython ---------------------------------
