@@ -49,6 +49,15 @@ def section(args):
         "(the patched PyO3, `native-coroutines`: a `types.CoroutineType`); the same Rust "
         "functions (`ready`, `yield_now`; `await_py` as `await_`).  Mean time per unit ± "
         "standard deviation, and the ratio to async def of the same run (lower is better).")
+    try:
+        busy = float(args.load_start.split()[0]) > (os.cpu_count() or 1)
+    except (ValueError, IndexError):
+        busy = False
+    if busy:
+        out.append("")
+        out.append(f"The load was above the machine's {os.cpu_count()} CPUs: other processes "
+                   "took most of the time and the timings below carry that noise (see the "
+                   "standard deviations); the instruction counts after them are the measure.")
     out.append("")
     out.append("| case | " + " | ".join(t for _, t in IMPLS) + " | native / Coroutine |")
     out.append("| --- " * (len(IMPLS) + 2) + "|")
