@@ -25,7 +25,6 @@ import sysconfig
 import textwrap
 import traceback
 import types
-import warnings
 
 import pytest
 
