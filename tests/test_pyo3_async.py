@@ -40,6 +40,13 @@ from loops import RUNTIMES, frozen_heap  # noqa: F401 - the fixture, used by loo
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB_RS = os.path.join(REPO, "examples", "pyo3-async", "src", "lib.rs")
 BUILD_DIR = os.environ.get("PYCORO_BUILD_DIR") or os.path.join(REPO, "build")
+# The file the frames name: the example's lib.rs, or, when PYCORO_BUILD_DIR
+# moves the build directory, the copy scripts/build-example builds there.
+if os.path.realpath(BUILD_DIR) == os.path.realpath(os.path.join(REPO, "build")):
+    BUILT_LIB_RS = os.path.realpath(LIB_RS)
+else:
+    BUILT_LIB_RS = os.path.realpath(os.path.join(BUILD_DIR, "example-src", "pyo3-async", "src",
+                                                 "lib.rs"))
 PRISTINE_PY = os.path.join(BUILD_DIR, "venv-pristine", "bin", "python")
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
@@ -141,7 +148,7 @@ def test_import_keeps_the_gil_off():
 def test_frame_is_the_rs_file():
     c = ex.fail("x")
     try:
-        assert os.path.realpath(c.cr_code.co_filename) == os.path.realpath(LIB_RS)
+        assert os.path.realpath(c.cr_code.co_filename) == BUILT_LIB_RS
         assert c.cr_code.co_firstlineno == fn_line("fail")
         assert c.cr_code.co_varnames == ("message",) and c.cr_code.co_argcount == 1
     finally:
@@ -355,7 +362,7 @@ def test_traceback_shows_the_rs_frame():
     native = entries(lambda: ex.fail("boom"))
     twin = entries(lambda: py_fail("boom"))
     assert native[-1][0] == "fail" and twin[-1][0] == "py_fail"
-    assert os.path.realpath(native[-1][1]) == os.path.realpath(LIB_RS)
+    assert os.path.realpath(native[-1][1]) == BUILT_LIB_RS
     assert native[-1][2] == fn_line("fail")
     # The same frames above it.
     assert native[:-1] == twin[:-1]
@@ -407,7 +414,7 @@ def test_py_spy_dump_shows_the_rs_frame(py_spy):
     native, python = dump("native"), dump("python")
     assert native[0][0] == python[0][0] == "blocked"
     assert native[1][0] == "call" and python[1][0] == "call"
-    assert os.path.realpath(native[1][1]) == os.path.realpath(LIB_RS)
+    assert os.path.realpath(native[1][1]) == BUILT_LIB_RS
     assert native[1][2] == fn_line("call")
     assert [f[0] for f in native[2:]] == [f[0] for f in python[2:]]
 
