@@ -159,7 +159,7 @@ apt_ensure() {
         apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
-# The build dependencies of CPython (all optional modules) and of bindgen;
+# The build dependencies of CPython (all optional modules);
 # netbase (/etc/services) for the regression tests' getaddrinfo() calls.
 CPYTHON_BUILD_DEPS=(
     build-essential pkg-config xz-utils rsync netbase
@@ -167,7 +167,6 @@ CPYTHON_BUILD_DEPS=(
     libreadline-dev libncurses-dev uuid-dev libgdbm-dev libgdbm-compat-dev tk-dev
 
 )
-HARNESS_BUILD_DEPS=(libclang-dev)
 # The ASan and UBSan runtimes gcc links with -fsanitize=address,undefined
 # (build-essential brings them through gcc; named so a gcc-less
 # toolchain says what is missing).

@@ -77,10 +77,17 @@ fn main() {
     println!("cargo:rerun-if-changed=c/layout.c");
     println!("cargo:rustc-check-cfg=cfg(Py_HAVE_NATIVE_FRAMES)");
     let config = pyo3_build_config::get();
-    // The tests embed the interpreter: find its shared library at run time
-    // (integration tests only; the library itself links nothing).
+    // The tests embed the interpreter: link it and find its shared library
+    // at run time (integration tests only; the library itself links
+    // nothing).  The link flags are pyo3-ffi's own, repeated because
+    // `cargo test --workspace` unifies the probe's `extension-module`
+    // feature into pyo3-ffi, which then links no libpython.
     if let Some(lib_dir) = config.lib_dir() {
+        println!("cargo:rustc-link-arg-tests=-L{lib_dir}");
         println!("cargo:rustc-link-arg-tests=-Wl,-rpath,{lib_dir}");
+        if let Some(lib_name) = config.lib_name() {
+            println!("cargo:rustc-link-arg-tests=-l{lib_name}");
+        }
     }
     // Any stable ABI (abi3, abi3t) hides the unstable tier.
     let limited = matches!(

@@ -213,7 +213,7 @@ pub fn new_native_code<'py>(
     // result is a new reference or NULL with an exception set, which
     // `from_owned_ptr_or_err` turns into `Err`.
     unsafe {
-        let code = ffi::PyUnstable_Code_NewNative(
+        let code = (ffi::api()?.PyUnstable_Code_NewNative)(
             filename.as_ptr(),
             name.as_ptr(),
             qualname.as_ptr(),
@@ -247,7 +247,7 @@ impl NativeFunction {
         let func = unsafe {
             Bound::from_owned_ptr_or_err(
                 py,
-                ffi::PyUnstable_NativeFunction_New(def, code.as_ptr(), globals.as_ptr()),
+                (ffi::api()?.PyUnstable_NativeFunction_New)(def, code.as_ptr(), globals.as_ptr()),
             )?
         };
         Ok(NativeFunction {
@@ -363,10 +363,11 @@ pub(crate) fn new_native_object<'py, B: NativeBody>(
             (made.0.as_borrowed(), made.1)
         }
     };
+    let api = ffi::api()?;
     let constructor = match kind {
-        Kind::Coroutine => ffi::PyUnstable_Coro_NewNative,
-        Kind::Generator => ffi::PyUnstable_Gen_NewNative,
-        Kind::AsyncGenerator => ffi::PyUnstable_AsyncGen_NewNative,
+        Kind::Coroutine => api.PyUnstable_Coro_NewNative,
+        Kind::Generator => api.PyUnstable_Gen_NewNative,
+        Kind::AsyncGenerator => api.PyUnstable_AsyncGen_NewNative,
     };
     // SAFETY: GIL held; `func` is a live native function (it keeps its
     // 'static definition); NULL name/qualname are allowed (the code's).
@@ -437,23 +438,23 @@ fn step_inner<B: NativeBody>(
     match step {
         Step::Return(v) => {
             *result = v.into_ptr();
-            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_RETURN
+            ffi::PyUnstable_NATIVE_RETURN
         }
         Step::Yield(v) => {
             *result = v.into_ptr();
-            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_YIELD
+            ffi::PyUnstable_NATIVE_YIELD
         }
         Step::Await(v) => {
             *result = v.into_ptr();
-            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_AWAIT
+            ffi::PyUnstable_NATIVE_AWAIT
         }
         Step::Raise(e) => {
             raise(py, e);
-            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_ERROR
+            ffi::PyUnstable_NATIVE_ERROR
         }
         Step::Error(e) => {
             e.restore(py);
-            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_ERROR
+            ffi::PyUnstable_NATIVE_ERROR
         }
     }
 }
@@ -529,7 +530,7 @@ unsafe extern "C" fn step_trampoline<B: NativeBody>(
         Ok(kind) => kind,
         Err(_) => {
             set_system_error();
-            ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_ERROR
+            ffi::PyUnstable_NATIVE_ERROR
         }
     }
 }
@@ -595,7 +596,7 @@ unsafe fn step_attached<B: NativeBody>(
                 if fallback.is_err() {
                     set_system_error();
                 }
-                ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_ERROR
+                ffi::PyUnstable_NATIVE_ERROR
             }
         }
     };
@@ -603,9 +604,7 @@ unsafe fn step_attached<B: NativeBody>(
     // the body is dropped now, while the thread is counted as attached (as
     // a Python frame releases its locals when it returns), and `clear`
     // later finds an empty state and need not attach at all.
-    if kind == ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_RETURN
-        || kind == ffi::PyUnstable_NativeStep::PyUnstable_NATIVE_ERROR
-    {
+    if kind == ffi::PyUnstable_NATIVE_RETURN || kind == ffi::PyUnstable_NATIVE_ERROR {
         // SAFETY: the borrows of the body and `held` above have ended; the
         // state is that of a `FrameDef::<B>::DEF` frame, GIL held, the
         // step of this object is not re-entered and `clear` does not run
@@ -819,10 +818,12 @@ impl<'a, U: 'static> Running<'a, U> {
         // SAFETY: `gen_` is the object whose step lent this value and is
         // still running (see `ScopedRef::with`), so it is alive; GIL held.
         let gen_ = unsafe { Borrowed::from_ptr(py, self.gen_) };
+        // A step runs, so the API was found (and is cached).
+        let Some(api) = pycoro_ffi::api() else { return };
         // SAFETY: GIL held; `gen_` is live; it fails only if `gen_` has no
         // native frame or its step is not running, neither of which holds
         // here (and a line is not worth an exception: it is dropped).
-        if unsafe { ffi::PyUnstable_Gen_SetNativeLine(gen_.as_ptr(), c_line(line)) } < 0 {
+        if unsafe { (api.PyUnstable_Gen_SetNativeLine)(gen_.as_ptr(), c_line(line)) } < 0 {
             drop(PyErr::take(py));
         }
     }
@@ -920,10 +921,11 @@ fn native_state(
     obj: &Bound<'_, PyAny>,
     def: &'static ffi::PyUnstable_NativeFrameDef,
 ) -> PyResult<*mut c_void> {
+    let get_state = ffi::api()?.PyUnstable_Gen_GetNativeState;
     // SAFETY: GIL held (Bound); `obj` is live, `def` a valid definition;
     // returns NULL with TypeError set if `obj` has no native frame or was
     // made from another definition.
-    let state = unsafe { ffi::PyUnstable_Gen_GetNativeState(obj.as_ptr(), def) };
+    let state = unsafe { get_state(obj.as_ptr(), def) };
     if state.is_null() {
         return Err(take_raised(obj.py())
             .unwrap_or_else(|| PySystemError::new_err("no native state, and no exception set")));
