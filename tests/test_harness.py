@@ -612,7 +612,7 @@ def test_without_the_api_the_module_loads_and_creation_is_a_runtime_error():
 
 @pytest.mark.parametrize("value, expected", [
     ("PanicException", "caught PanicException boom"),
-    ("42", "TypeError pyo3_runtime.PanicException is not an exception type"),
+    ("42", "TypeError sys.modules['pyo3_runtime'].PanicException is not a subclass of BaseException"),
 ])
 def test_panic_exception_found_in_sys_modules(value, expected):
     # Whoever comes first (PyO3 with pyo3-patches/, another copy of the

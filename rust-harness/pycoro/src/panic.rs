@@ -12,7 +12,7 @@
 //! created there by whichever extension needs it first (the place
 //! recommended in the CPython discussion of PyO3's runtime types, for the
 //! one type that users want to catch by name).  An existing `pyo3_runtime.PanicException` is used
-//! as it is if it is an exception type; anything else there is a
+//! as it is if it is a `BaseException` subclass; anything else there is a
 //! `TypeError`, never replaced.
 //!
 //! ```
@@ -29,7 +29,7 @@
 
 use std::any::Any;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyBaseException, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyType};
@@ -48,6 +48,13 @@ it will typically propagate all the way through the stack and cause the
 Python interpreter to exit.
 ";
 
+/// `sys.modules["pyo3_runtime"].PanicException`, found or created exactly
+/// as the patched PyO3 does it (pyo3-patches/0001): `dict.setdefault` makes
+/// the module and the attribute appear once even when two threads (or
+/// pycoro and PyO3) race on the free-threaded build, and no lookup raises
+/// on the usual path (PyO3's `PyErr::fetch` of any exception asks for
+/// PyO3's copy of this type, which would then be created first and
+/// replaced by a second one).
 fn find_or_create(py: Python<'_>) -> PyResult<Py<PyType>> {
     let modules = py
         .import("sys")?
@@ -56,35 +63,31 @@ fn find_or_create(py: Python<'_>) -> PyResult<Py<PyType>> {
     let module = match modules.get_item(RUNTIME_MODULE)? {
         Some(m) => m,
         None => {
-            let m = PyModule::new(py, RUNTIME_MODULE)?;
-            m.setattr(
-                "__doc__",
-                "Objects shared by every extension built on PyO3 or pycoro.",
-            )?;
-            modules.set_item(RUNTIME_MODULE, &m)?;
-            m.into_any()
+            let fresh = PyModule::new(py, RUNTIME_MODULE)?;
+            modules.call_method1("setdefault", (RUNTIME_MODULE, fresh))?
         }
     };
-    if let Ok(found) = module.getattr("PanicException") {
-        let base = py.get_type::<pyo3::exceptions::PyBaseException>();
-        return match found.cast_into::<PyType>() {
-            Ok(ty) if ty.is_subclass(&base)? => Ok(ty.unbind()),
-            _ => Err(PyTypeError::new_err(format!(
-                "{RUNTIME_MODULE}.PanicException is not an exception type"
-            ))),
-        };
+    let namespace = module.getattr("__dict__")?.cast_into::<PyDict>()?;
+    let ty = match namespace.get_item("PanicException")? {
+        Some(found) => found,
+        None => {
+            let fresh = PyErr::new_type(
+                py,
+                c"pyo3_runtime.PanicException",
+                // PyO3's own text (pyo3/src/panic.rs), whichever creates it first.
+                Some(PANIC_EXCEPTION_DOC),
+                Some(&py.get_type::<PyBaseException>()),
+                None,
+            )?;
+            namespace.call_method1("setdefault", ("PanicException", fresh))?
+        }
+    };
+    match ty.cast_into::<PyType>() {
+        Ok(t) if t.is_subclass_of::<PyBaseException>()? => Ok(t.unbind()),
+        _ => Err(PyTypeError::new_err(
+            "sys.modules['pyo3_runtime'].PanicException is not a subclass of BaseException",
+        )),
     }
-    let base = py.get_type::<pyo3::exceptions::PyBaseException>();
-    let ty = PyErr::new_type(
-        py,
-        c"pyo3_runtime.PanicException",
-        // PyO3's own text (pyo3/src/panic.rs), whichever creates it first.
-        Some(PANIC_EXCEPTION_DOC),
-        Some(&base),
-        None,
-    )?;
-    module.setattr("PanicException", &ty)?;
-    Ok(ty)
 }
 
 /// The shared `pyo3_runtime.PanicException` type (looked up, or created
