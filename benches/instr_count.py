@@ -1,7 +1,7 @@
 """Instruction counts (valgrind --tool=callgrind): a measure that machine
 load does not change, beside the pyperf timings.
 
-    python benches/instr_count.py suite --out instr.json [--work DIR]
+    python benches/instr_count.py suite --out instr.json [--work DIR] [--cases A,B] [--impls X,Y]
     python benches/instr_count.py pyperformance --patched PY --pristine PY \
         --benchmarks DATA_FILES_BENCHMARKS_DIR --out instr-pp.json [--work DIR]
     python benches/instr_count.py run-case CASE IMPL LOOPS      (what valgrind runs)
@@ -197,7 +197,14 @@ def cmd_suite(opts):
     os.makedirs(opts.work, exist_ok=True)
     build_toggle(opts.work)
     jobs = {}
-    for case, impls in SUITE:
+    suite = SUITE
+    if opts.cases or opts.impls:
+        # --cases/--impls (scripts/bench-pyo3): every named case over every
+        # named implementation.
+        cases = opts.cases.split(",") if opts.cases else [c for c, _ in SUITE]
+        impls = tuple(opts.impls.split(",")) if opts.impls else cb.IMPLS
+        suite = [(c, impls) for c in cases]
+    for case, impls in suite:
         _func, inner, needs, _ = cb.CASES[case]
         loops = SUITE_LOOPS[case]
         for impl in impls:
@@ -239,6 +246,8 @@ def main():
     s = sub.add_parser("suite")
     s.add_argument("--out", required=True)
     s.add_argument("--work", default=tempfile.gettempdir())
+    s.add_argument("--cases", help="comma-separated cases (default: the suite's)")
+    s.add_argument("--impls", help="comma-separated implementations, for every case")
     s = sub.add_parser("pyperformance")
     s.add_argument("--patched", required=True)
     s.add_argument("--pristine", required=True)

@@ -384,6 +384,12 @@ def main():
         with open(analysis) as f:
             out.append(f.read().strip())
         out.append("")
+    # Written by scripts/bench-pyo3 (benches/pyo3_report.py), kept as is.
+    pyo3_native = os.path.join(HERE, "pyo3-native.md")
+    if os.path.exists(pyo3_native):
+        with open(pyo3_native) as f:
+            out.append(f.read().strip())
+        out.append("")
     out.append("## How to reproduce")
     out.append("")
     out.append("```sh")

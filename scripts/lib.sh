@@ -167,9 +167,6 @@ CPYTHON_BUILD_DEPS=(
     libreadline-dev libncurses-dev uuid-dev libgdbm-dev libgdbm-compat-dev tk-dev
 
 )
-# None beyond CPython's: pycoro-ffi's build script only needs the C compiler
-# (the harness no longer runs bindgen, which needed libclang-dev).
-HARNESS_BUILD_DEPS=()
 # The ASan and UBSan runtimes gcc links with -fsanitize=address,undefined
 # (build-essential brings them through gcc; named so a gcc-less
 # toolchain says what is missing).

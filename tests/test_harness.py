@@ -598,6 +598,18 @@ except PanicException as e:
 """
 
 
+def test_without_the_api_the_module_loads_and_creation_is_a_runtime_error():
+    # pycoro-ffi finds the C functions at run time: on a stock CPython
+    # (simulated here with PYCORO_NATIVE_FRAMES=0, read once by pycoro-ffi)
+    # the extension imports, and only making a native object fails.
+    code = ("import pycoro_harness as h\n"
+            "try:\n    h.ready(1)\nexcept RuntimeError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYCORO_NATIVE_FRAMES": "0"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("this interpreter has no native frames API")
+
+
 @pytest.mark.parametrize("value, expected", [
     ("PanicException", "caught PanicException boom"),
     ("42", "TypeError pyo3_runtime.PanicException is not an exception type"),

@@ -9,8 +9,9 @@
 //! turns panics into `pyo3_runtime.PanicException` ([`mod@panic`]).
 //!
 //! Layers, from the bottom (the first three are private to the crate):
-//! - `ffi`: bindgen's bindings of the new C API beside `pyo3::ffi`; no
-//!   logic;
+//! - `ffi`: `pycoro-ffi`'s bindings of the new C API beside `pyo3::ffi`
+//!   (the functions found at run time: on a stock CPython the crate loads
+//!   and making a native object is a `RuntimeError`); no logic;
 //! - `raw`: every `unsafe` block of the crate, each with its `SAFETY`
 //!   comment: object creation and the C callbacks of the native frame;
 //! - `waker`: the waker of a native coroutine, lock-free when nothing

@@ -50,18 +50,6 @@ use pyo3::types::{PyDict, PyString};
 use crate::ffi;
 use crate::waker::LazyWaker;
 
-/// The native frames API of the running interpreter (`pycoro_ffi::api()`,
-/// resolved once), or `SystemError` if it has none: the build found it in
-/// the headers, but this interpreter (or `PYCORO_NATIVE_FRAMES=0`) says
-/// otherwise.
-fn native_api() -> PyResult<&'static pycoro_ffi::NativeFramesApi> {
-    pycoro_ffi::api().ok_or_else(|| {
-        PySystemError::new_err(
-            "this interpreter has no native frames API (PyUnstable_Coro_NewNative)",
-        )
-    })
-}
-
 /// What a native body asks its frame to do after a step (the safe mirror of
 /// [`ffi::PyUnstable_NativeStep`]).
 pub enum Step {
@@ -225,7 +213,7 @@ pub fn new_native_code<'py>(
     // result is a new reference or NULL with an exception set, which
     // `from_owned_ptr_or_err` turns into `Err`.
     unsafe {
-        let code = (native_api()?.PyUnstable_Code_NewNative)(
+        let code = (ffi::api()?.PyUnstable_Code_NewNative)(
             filename.as_ptr(),
             name.as_ptr(),
             qualname.as_ptr(),
@@ -259,7 +247,7 @@ impl NativeFunction {
         let func = unsafe {
             Bound::from_owned_ptr_or_err(
                 py,
-                (native_api()?.PyUnstable_NativeFunction_New)(def, code.as_ptr(), globals.as_ptr()),
+                (ffi::api()?.PyUnstable_NativeFunction_New)(def, code.as_ptr(), globals.as_ptr()),
             )?
         };
         Ok(NativeFunction {
@@ -375,10 +363,11 @@ pub(crate) fn new_native_object<'py, B: NativeBody>(
             (made.0.as_borrowed(), made.1)
         }
     };
+    let api = ffi::api()?;
     let constructor = match kind {
-        Kind::Coroutine => native_api()?.PyUnstable_Coro_NewNative,
-        Kind::Generator => native_api()?.PyUnstable_Gen_NewNative,
-        Kind::AsyncGenerator => native_api()?.PyUnstable_AsyncGen_NewNative,
+        Kind::Coroutine => api.PyUnstable_Coro_NewNative,
+        Kind::Generator => api.PyUnstable_Gen_NewNative,
+        Kind::AsyncGenerator => api.PyUnstable_AsyncGen_NewNative,
     };
     // SAFETY: GIL held; `func` is a live native function (it keeps its
     // 'static definition); NULL name/qualname are allowed (the code's).
@@ -829,9 +818,8 @@ impl<'a, U: 'static> Running<'a, U> {
         // SAFETY: `gen_` is the object whose step lent this value and is
         // still running (see `ScopedRef::with`), so it is alive; GIL held.
         let gen_ = unsafe { Borrowed::from_ptr(py, self.gen_) };
-        let Some(api) = pycoro_ffi::api() else {
-            return;
-        };
+        // A step runs, so the API was found (and is cached).
+        let Some(api) = pycoro_ffi::api() else { return };
         // SAFETY: GIL held; `gen_` is live; it fails only if `gen_` has no
         // native frame or its step is not running, neither of which holds
         // here (and a line is not worth an exception: it is dropped).
@@ -933,10 +921,11 @@ fn native_state(
     obj: &Bound<'_, PyAny>,
     def: &'static ffi::PyUnstable_NativeFrameDef,
 ) -> PyResult<*mut c_void> {
+    let get_state = ffi::api()?.PyUnstable_Gen_GetNativeState;
     // SAFETY: GIL held (Bound); `obj` is live, `def` a valid definition;
     // returns NULL with TypeError set if `obj` has no native frame or was
     // made from another definition.
-    let state = unsafe { (native_api()?.PyUnstable_Gen_GetNativeState)(obj.as_ptr(), def) };
+    let state = unsafe { get_state(obj.as_ptr(), def) };
     if state.is_null() {
         return Err(take_raised(obj.py())
             .unwrap_or_else(|| PySystemError::new_err("no native state, and no exception set")));
