@@ -41,6 +41,8 @@ fn without_the_api_async_fn_returns_pyo3s_coroutine() {
             assert asyncio.run(main(await_it)) is E
             e = asyncio.run(main(await_and_wrap))
             assert type(e) is ValueError and str(e) == "wrapped"
+            # chained to the awaitable's exception, as in an async def
+            assert e.__context__ is E, e.__context__
 
             async def cancel(make):
                 t = asyncio.ensure_future(make(999))
