@@ -4,6 +4,7 @@ load does not change, beside the pyperf timings.
     python benches/instr_count.py suite --out instr.json [--work DIR] [--cases A,B] [--impls X,Y]
     python benches/instr_count.py pyperformance --patched PY --pristine PY \
         --benchmarks DATA_FILES_BENCHMARKS_DIR --out instr-pp.json [--work DIR]
+        [--only NAME,NAME...]
     python benches/instr_count.py run-case CASE IMPL LOOPS      (what valgrind runs)
     python benches/instr_count.py run-bm SCRIPT LOOPS [ARGS...] (likewise)
 
@@ -59,6 +60,14 @@ PYPERFORMANCE = [
     ("async_generators", "bm_async_generators", (), 1),
     ("async_tree_none", "bm_async_tree", ("none",), 1),
     ("async_tree_eager", "bm_async_tree", ("eager",), 1),
+    # Ordinary code, no generator or coroutine in the measured loop (does
+    # the patch cost anything elsewhere?).
+    ("richards", "bm_richards", (), 2),
+    ("nbody", "bm_nbody", (), 1),
+    ("float", "bm_float", (), 1),
+    ("deltablue", "bm_deltablue", (), 5),
+    ("json_dumps", "bm_json_dumps", (), 3),
+    ("regex_v8", "bm_regex_v8", (), 2),
 ]
 
 
@@ -115,6 +124,15 @@ class _FakeRunner:
     def parse_args(self, args=None):
         self.args = self.argparser.parse_args(args)
         return self.args
+
+    def bench_func(self, name, func, *args, inner_loops=None):
+        # pyperf calls func(*args) once per loop.
+        toggle = Toggle()
+        func(*args)
+        toggle.start()
+        for _ in range(self.loops):
+            func(*args)
+        toggle.stop()
 
     def bench_time_func(self, name, func, *args, inner_loops=None):
         toggle = Toggle()
@@ -226,7 +244,10 @@ def cmd_pyperformance(opts):
     os.makedirs(opts.work, exist_ok=True)
     build_toggle(opts.work)
     jobs = {}
+    only = set(opts.only.split(",")) if opts.only else None
     for name, bm_dir, args, loops in PYPERFORMANCE:
+        if only is not None and name not in only:
+            continue
         script = os.path.join(opts.benchmarks, bm_dir, "run_benchmark.py")
         for build, python in (("patched", opts.patched), ("pristine", opts.pristine)):
             jobs[(name, build)] = (
@@ -252,6 +273,7 @@ def main():
     s.add_argument("--patched", required=True)
     s.add_argument("--pristine", required=True)
     s.add_argument("--benchmarks", required=True)
+    s.add_argument("--only", help="comma-separated names of PYPERFORMANCE to count (default: all)")
     s.add_argument("--out", required=True)
     s.add_argument("--work", default=tempfile.gettempdir())
     s = sub.add_parser("run-case")
