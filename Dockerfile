@@ -12,8 +12,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     LANG=C.UTF-8
 
 # Build dependencies of CPython (every optional module), of the Rust harness
-# (Debian's cargo/rustc 1.85 meet pyo3-ffi 0.30's MSRV; bindgen needs
-# libclang) and of the scripts.  scripts/build-cpython would install missing
+# (Debian's cargo/rustc 1.85 meet pyo3-ffi 0.30's MSRV) and of the
+# scripts.  scripts/build-cpython would install missing
 # ones itself; listing them here keeps them in one cached layer.
 #
 # netbase gives /etc/services: without it getaddrinfo() knows no service
@@ -34,7 +34,7 @@ RUN if touch /etc/ssl/certs/.pycoro-rw 2>/dev/null; then \
         libffi-dev libssl-dev zlib1g-dev libbz2-dev liblzma-dev \
         libsqlite3-dev libreadline-dev libncurses-dev uuid-dev libgdbm-dev \
         libgdbm-compat-dev tk-dev \
-        cargo rustc rustfmt rust-clippy libclang-dev \
+        cargo rustc rustfmt rust-clippy \
         debian-archive-keyring \
  && rm -rf /var/lib/apt/lists/*
 

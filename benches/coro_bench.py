@@ -21,6 +21,10 @@ of functions with the same meaning:
                 native-frame API, with the least work a binding can do
                 (benches/cfloor/cfloor.c): the floor of the C API, without
                 the Rust harness
+    pyo3_native pyo3_async_example: PyO3 0.30.1's own `#[pyfunction] async
+                fn` with the patched PyO3's `native-coroutines` feature
+                (examples/pyo3-async; its await_py is await_); only when
+                named in --impls (scripts/bench-pyo3)
 
 A benchmark is named CASE/IMPL; benches/report.py turns a run into ratios to
 CASE/async_def of the same run.  Cases an implementation cannot express are
@@ -179,6 +183,8 @@ CASES = {
 }
 
 IMPLS = ("async_def", "native", "pyo3", "cython", "cython_native", "capi")
+# Accepted by --impls, not run by default.
+EXTRA_IMPLS = ("pyo3_native",)
 
 
 def load_impl(name):
@@ -187,11 +193,18 @@ def load_impl(name):
         return ASYNC_DEF, None
     module = {"native": "pycoro_harness", "pyo3": "pyo3_baseline",
               "cython": "cybench", "cython_native": "cybench_native",
-              "capi": "cfloor"}[name]
+              "capi": "cfloor", "pyo3_native": "pyo3_async_example"}[name]
     try:
         mod = __import__(module)
     except ImportError as e:
         return None, f"cannot import {module}: {e}"
+    if name == "pyo3_native":
+        probe = mod.ready(None)
+        probe.close()
+        if type(probe) is not types.CoroutineType:
+            return None, f"{module} does not make native coroutines here"
+        return types.SimpleNamespace(ready=mod.ready, yield_now=mod.yield_now,
+                                     await_=mod.await_py), None
     return mod, None
 
 
@@ -270,14 +283,14 @@ def main():
     if args.list:
         for case, (_, inner, needs, what) in CASES.items():
             print(f"{case:22s} {what}")
-        print("implementations:", ", ".join(IMPLS))
+        print("implementations:", ", ".join(IMPLS + EXTRA_IMPLS))
         return
 
     impls = [i for i in args.impls.split(",") if i]
     cases = [c for c in args.cases.split(",") if c]
     for i in impls:
-        if i not in IMPLS:
-            sys.exit(f"unknown implementation {i!r} (known: {', '.join(IMPLS)})")
+        if i not in IMPLS + EXTRA_IMPLS:
+            sys.exit(f"unknown implementation {i!r} (known: {', '.join(IMPLS + EXTRA_IMPLS)})")
     for c in cases:
         if c not in CASES:
             sys.exit(f"unknown case {c!r} (known: {', '.join(CASES)})")

@@ -1,9 +1,10 @@
 """Instruction counts (valgrind --tool=callgrind): a measure that machine
 load does not change, beside the pyperf timings.
 
-    python benches/instr_count.py suite --out instr.json [--work DIR]
+    python benches/instr_count.py suite --out instr.json [--work DIR] [--cases A,B] [--impls X,Y]
     python benches/instr_count.py pyperformance --patched PY --pristine PY \
         --benchmarks DATA_FILES_BENCHMARKS_DIR --out instr-pp.json [--work DIR]
+        [--only NAME,NAME...]
     python benches/instr_count.py run-case CASE IMPL LOOPS      (what valgrind runs)
     python benches/instr_count.py run-bm SCRIPT LOOPS [ARGS...] (likewise)
 
@@ -59,6 +60,14 @@ PYPERFORMANCE = [
     ("async_generators", "bm_async_generators", (), 1),
     ("async_tree_none", "bm_async_tree", ("none",), 1),
     ("async_tree_eager", "bm_async_tree", ("eager",), 1),
+    # Ordinary code, no generator or coroutine in the measured loop (does
+    # the patch cost anything elsewhere?).
+    ("richards", "bm_richards", (), 2),
+    ("nbody", "bm_nbody", (), 1),
+    ("float", "bm_float", (), 1),
+    ("deltablue", "bm_deltablue", (), 5),
+    ("json_dumps", "bm_json_dumps", (), 3),
+    ("regex_v8", "bm_regex_v8", (), 2),
 ]
 
 
@@ -115,6 +124,15 @@ class _FakeRunner:
     def parse_args(self, args=None):
         self.args = self.argparser.parse_args(args)
         return self.args
+
+    def bench_func(self, name, func, *args, inner_loops=None):
+        # pyperf calls func(*args) once per loop.
+        toggle = Toggle()
+        func(*args)
+        toggle.start()
+        for _ in range(self.loops):
+            func(*args)
+        toggle.stop()
 
     def bench_time_func(self, name, func, *args, inner_loops=None):
         toggle = Toggle()
@@ -197,7 +215,14 @@ def cmd_suite(opts):
     os.makedirs(opts.work, exist_ok=True)
     build_toggle(opts.work)
     jobs = {}
-    for case, impls in SUITE:
+    suite = SUITE
+    if opts.cases or opts.impls:
+        # --cases/--impls (scripts/bench-pyo3): every named case over every
+        # named implementation.
+        cases = opts.cases.split(",") if opts.cases else [c for c, _ in SUITE]
+        impls = tuple(opts.impls.split(",")) if opts.impls else cb.IMPLS
+        suite = [(c, impls) for c in cases]
+    for case, impls in suite:
         _func, inner, needs, _ = cb.CASES[case]
         loops = SUITE_LOOPS[case]
         for impl in impls:
@@ -221,7 +246,10 @@ def cmd_pyperformance(opts):
     os.makedirs(opts.work, exist_ok=True)
     build_toggle(opts.work)
     jobs = {}
+    only = set(opts.only.split(",")) if opts.only else None
     for name, bm_dir, args, loops in PYPERFORMANCE:
+        if only is not None and name not in only:
+            continue
         script = os.path.join(opts.benchmarks, bm_dir, "run_benchmark.py")
         for build, python in (("patched", opts.patched), ("pristine", opts.pristine)):
             jobs[(name, build)] = (
@@ -243,10 +271,13 @@ def main():
     s.add_argument("--impls", default=None,
                    help="comma-separated implementations to measure (default: all)")
     s.add_argument("--work", default=tempfile.gettempdir())
+    s.add_argument("--cases", help="comma-separated cases (default: the suite's)")
+    s.add_argument("--impls", help="comma-separated implementations, for every case")
     s = sub.add_parser("pyperformance")
     s.add_argument("--patched", required=True)
     s.add_argument("--pristine", required=True)
     s.add_argument("--benchmarks", required=True)
+    s.add_argument("--only", help="comma-separated names of PYPERFORMANCE to count (default: all)")
     s.add_argument("--out", required=True)
     s.add_argument("--work", default=tempfile.gettempdir())
     s = sub.add_parser("run-case")

@@ -159,7 +159,7 @@ apt_ensure() {
         apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
-# The build dependencies of CPython (all optional modules) and of bindgen;
+# The build dependencies of CPython (all optional modules);
 # netbase (/etc/services) for the regression tests' getaddrinfo() calls.
 CPYTHON_BUILD_DEPS=(
     build-essential pkg-config xz-utils rsync netbase
@@ -167,11 +167,12 @@ CPYTHON_BUILD_DEPS=(
     libreadline-dev libncurses-dev uuid-dev libgdbm-dev libgdbm-compat-dev tk-dev
 
 )
-HARNESS_BUILD_DEPS=(libclang-dev)
 # The ASan and UBSan runtimes gcc links with -fsanitize=address,undefined
 # (build-essential brings them through gcc; named so a gcc-less
 # toolchain says what is missing).
 SANITIZER_BUILD_DEPS=(libasan8 libubsan1)
+# The ThreadSanitizer runtime of gcc -fsanitize=thread.
+TSAN_BUILD_DEPS=(libtsan2)
 # A 32-bit toolchain, for the i386 layout check of tests/test_abi.py.
 if [[ "$(dpkg --print-architecture 2>/dev/null)" == amd64 ]]; then
     CPYTHON_BUILD_DEPS+=(gcc-multilib)
@@ -197,8 +198,10 @@ mirror_uri() {
 # ---------------------------------------------------------------------------
 # CPython variants: release (patched), debug (patched, --with-pydebug),
 # asan (patched, --with-pydebug + AddressSanitizer + UndefinedBehaviorSanitizer),
-# ft (patched, free-threaded: --disable-gil, a release build) and pristine
-# (no patches).
+# ft (patched, free-threaded: --disable-gil, a release build), tsan (patched,
+# free-threaded, --with-pydebug + ThreadSanitizer, as CPython's own TSan CI
+# builds it), pristine (no patches) and pristine-ft (no patches,
+# free-threaded release: the baseline of the ft benchmarks).
 
 # select_variant NAME: sets VARIANT, VAR_SRC, VAR_OBJ, VAR_PREFIX, VAR_VENV,
 # VAR_PATCHED (1/0) and VAR_CONFIG_OPTS (array).
@@ -233,11 +236,25 @@ select_variant() {
             VAR_VENV="$BUILD_DIR/venv-ft"
             VAR_PATCHED=1
             ;;
+        tsan)
+            VAR_SRC="$SRC_DIR/cpython-patched"
+            VAR_OBJ="$OBJ_DIR/cpython-tsan"
+            VAR_PREFIX="$BUILD_DIR/cpython-tsan"
+            VAR_VENV="$BUILD_DIR/venv-tsan"
+            VAR_PATCHED=1
+            ;;
         pristine)
             VAR_SRC="$SRC_DIR/cpython-pristine"
             VAR_OBJ="$OBJ_DIR/cpython-pristine"
             VAR_PREFIX="$BUILD_DIR/cpython-pristine"
             VAR_VENV="$BUILD_DIR/venv-pristine"
+            VAR_PATCHED=0
+            ;;
+        pristine-ft)
+            VAR_SRC="$SRC_DIR/cpython-pristine"
+            VAR_OBJ="$OBJ_DIR/cpython-pristine-ft"
+            VAR_PREFIX="$BUILD_DIR/cpython-pristine-ft"
+            VAR_VENV="$BUILD_DIR/venv-pristine-ft"
             VAR_PATCHED=0
             ;;
         *) die "unknown variant '$VARIANT'" ;;
@@ -260,14 +277,19 @@ select_variant() {
             ;;
         # The free-threaded build installs python3.13t (and a python3
         # link); its extensions are cpython-313t.
-        ft) VAR_CONFIG_OPTS+=(--disable-gil) ;;
+        ft | pristine-ft) VAR_CONFIG_OPTS+=(--disable-gil) ;;
+        # What CPython's TSan CI configures (.github/workflows/
+        # reusable-tsan.yml: --with-thread-sanitizer --with-pydebug
+        # --disable-gil); its tests run with the suppressions of
+        # Tools/tsan/suppressions_free_threading.txt (tsan_env).
+        tsan) VAR_CONFIG_OPTS+=(--disable-gil --with-pydebug --with-thread-sanitizer) ;;
     esac
     VAR_PY="$VAR_PREFIX/bin/python$PY_XY"
     # (An if, not `[[ ]] &&`: the last command's status is the function's,
     # and under set -e a false test would end every other variant's caller.)
-    if [[ "$VARIANT" == ft ]]; then
-        VAR_PY+=t
-    fi
+    case "$VARIANT" in
+        ft | tsan | pristine-ft) VAR_PY+=t ;;
+    esac
 }
 
 # sanitizer_env: the ASan/UBSan runtime options for running anything with
@@ -279,6 +301,39 @@ select_variant() {
 sanitizer_env() {
     export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:print_summary=1${PYCORO_ASAN_OPTIONS:+:$PYCORO_ASAN_OPTIONS}"
     export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1${PYCORO_UBSAN_OPTIONS:+:$PYCORO_UBSAN_OPTIONS}"
+}
+
+# tsan_env SRC: the ThreadSanitizer options for the tsan variant, as
+# CPython's TSan CI sets them: the suppressions of SRC's
+# Tools/tsan/suppressions_free_threading.txt (races upstream knows of in
+# 3.13t), every report printed (halt_on_error=0: a run shows all of them),
+# and the process's exit status left alone (exitcode=0: scripts/sanitize
+# counts the reports in the report files, not by exit status).
+# PYCORO_TSAN_OPTIONS is appended.
+tsan_env() {
+    local supp="$1/Tools/tsan/suppressions_free_threading.txt"
+    [[ -f "$supp" ]] || die "$supp is missing (not a CPython 3.13 source tree?)"
+    export TSAN_OPTIONS="suppressions=$supp:handle_segv=0:halt_on_error=0:exitcode=0:second_deadlock_stack=1${PYCORO_TSAN_OPTIONS:+:$PYCORO_TSAN_OPTIONS}"
+}
+
+# regrtest PY ARGS...: PY -m test ARGS, as the regression tests need it run:
+# without PYTHONUNBUFFERED and PYTHONDONTWRITEBYTECODE (with them set,
+# unrelated tests fail on stock CPython too), and with SIGINT's default
+# action.  A non-interactive shell starts its background jobs (`cmd &`, and
+# so whatever a CI runner or a helper starts that way) with SIGINT ignored;
+# the ignoring is inherited across exec, a CPython that starts with SIGINT
+# ignored installs no KeyboardInterrupt handler, and test_generators'
+# SignalAndYieldFromTest.test_raise_and_yield_from (raise(SIGINT), expects
+# KeyboardInterrupt in the inner generator) then fails every time, on an
+# unpatched CPython as well ('FAILED' != 'PASSED').  Bash cannot undo an
+# ignored-at-entry signal, so PY itself resets it and execs the test run.
+regrtest() {
+    local py="$1"
+    shift
+    env -u PYTHONUNBUFFERED -u PYTHONDONTWRITEBYTECODE "$py" -c '
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execv(sys.executable, [sys.executable, "-m", "test", *sys.argv[1:]])' "$@"
 }
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Shared helpers of the native-frame tests (test_frames, test_monitoring,
 test_pyspy): the ``async def`` twins of the probes in
-``rust-harness/probe/src/frames.rs`` and the lines marked there.
+``rust-harness/pycoro_harness/src/frames.rs`` and the lines marked there.
 
 The probes mark the lines the tests look for with ``// @line <tag>``
 comments, so expected Rust lines are read from the source, never

@@ -5,7 +5,7 @@ Every check compares a native coroutine of ``pycoro_harness`` with its
 ``async def`` twin (``frames_common``): same traceback shape and stack shape,
 with the native frame's Rust file, line and name where the Python frame's
 are.  Expected Rust lines come from ``// @line`` markers in
-``rust-harness/probe/src/frames.rs``.
+``rust-harness/pycoro_harness/src/frames.rs``.
 """
 
 import asyncio

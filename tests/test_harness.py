@@ -21,6 +21,7 @@ import weakref
 import pytest
 
 import pycoro_harness as h
+from compare import describe_exc, send_loop_trace
 from loops import py_await_, py_await_all, py_catch  # runtime-independent twins
 
 CO_NATIVE = 0x10000000
@@ -64,32 +65,6 @@ TWINS = {
 
 
 # --- drivers --------------------------------------------------------------
-
-def describe_exc(e):
-    """What must agree between the two versions of an exception."""
-    ctx = e.__context__
-    cause = e.__cause__
-    return (
-        type(e),
-        str(e),
-        e.args,
-        None if ctx is None else (type(ctx), str(ctx)),
-        None if cause is None else (type(cause), str(cause)),
-    )
-
-
-def send_loop(coro, limit=10_000):
-    """Drive with bare send(None): (yielded values, outcome)."""
-    yielded = []
-    for _ in range(limit):
-        try:
-            yielded.append(coro.send(None))
-        except StopIteration as e:
-            return yielded, ("return", e.value)
-        except BaseException as e:
-            return yielded, ("raise", describe_exc(e))
-    raise AssertionError(f"{coro!r} did not finish in {limit} sends")
-
 
 def run_asyncio(make):
     """asyncio.run(make()): outcome."""
@@ -140,7 +115,7 @@ def test_is_a_true_coroutine(make):
         assert c.cr_code.co_flags & inspect.CO_COROUTINE
         assert c.cr_code.co_flags & CO_NATIVE
         assert c.cr_frame is not None and c.cr_frame.f_code is c.cr_code
-        assert c.cr_code.co_filename.endswith("rust-harness/probe/src/lib.rs")
+        assert c.cr_code.co_filename.endswith("rust-harness/pycoro_harness/src/lib.rs")
         assert c.__name__ == c.cr_code.co_name
         assert c.cr_frame.f_globals is h.__dict__
         assert not c.cr_running
@@ -175,7 +150,7 @@ VALUES = [None, 0, "text", (1, 2), object()]
 @pytest.mark.parametrize("value", VALUES)
 def test_ready_send_loop(value):
     native, twin = both(h.ready, value)
-    assert send_loop(native) == send_loop(twin) == ([], ("return", value))
+    assert send_loop_trace(native) == send_loop_trace(twin) == ([], ("return", value))
 
 
 @pytest.mark.parametrize("value", VALUES)
@@ -196,8 +171,8 @@ EXCEPTIONS = [
 
 @pytest.mark.parametrize("make_exc", EXCEPTIONS)
 def test_fail_send_loop(make_exc):
-    n = send_loop(h.fail(make_exc()))
-    p = send_loop(py_fail(make_exc()))
+    n = send_loop_trace(h.fail(make_exc()))
+    p = send_loop_trace(py_fail(make_exc()))
     assert n == p
 
 
@@ -221,8 +196,8 @@ def test_fail_inside_except_gets_context_like_async_def():
         except KeyError:
             return await make(ValueError("raised"))
     assert run_asyncio(lambda: outer(h.fail)) == run_asyncio(lambda: outer(py_fail))
-    kind, (typ, msg, args, ctx, cause) = run_asyncio(lambda: outer(h.fail))
-    assert ctx == (KeyError, "'being handled'")
+    kind, (typ, msg, args, ctx, cause, group) = run_asyncio(lambda: outer(h.fail))
+    assert ctx[:2] == (KeyError, "'being handled'")
 
 
 def test_awaited_exception_propagates_unchanged():
@@ -230,8 +205,8 @@ def test_awaited_exception_propagates_unchanged():
     # native await must not rewrite it.
     assert run_asyncio(lambda: h.await_(raise_in_except())) == run_asyncio(
         lambda: py_await_(raise_in_except()))
-    _, (typ, msg, _, ctx, _) = run_asyncio(lambda: h.await_(raise_in_except()))
-    assert (typ, msg, ctx) == (ValueError, "outer", (KeyError, "'inner'"))
+    _, (typ, msg, _, ctx, _, _) = run_asyncio(lambda: h.await_(raise_in_except()))
+    assert (typ, msg, ctx[:2]) == (ValueError, "outer", (KeyError, "'inner'"))
 
 
 def test_cause_is_kept():
@@ -239,7 +214,7 @@ def test_cause_is_kept():
         e = ValueError("with cause")
         e.__cause__ = KeyError("cause")
         return e
-    assert send_loop(h.fail(make())) == send_loop(py_fail(make()))
+    assert send_loop_trace(h.fail(make())) == send_loop_trace(py_fail(make()))
 
 
 # --- suspension -------------------------------------------------------------
@@ -247,7 +222,7 @@ def test_cause_is_kept():
 @pytest.mark.parametrize("n", [0, 1, 5])
 def test_yield_now_send_loop(n):
     native, twin = both(h.yield_now, n)
-    assert send_loop(native) == send_loop(twin) == ([None] * n, ("return", n))
+    assert send_loop_trace(native) == send_loop_trace(twin) == ([None] * n, ("return", n))
 
 
 @pytest.mark.parametrize("n", [0, 3])
@@ -303,7 +278,7 @@ def test_many_sleeps_concurrently():
 
 
 def test_sleep_in_a_bare_send_loop_yields_none_until_woken():
-    yielded, outcome = send_loop(h.sleep(0.01, "late"), limit=10_000_000)
+    yielded, outcome = send_loop_trace(h.sleep(0.01, "late"), limit=10_000_000)
     assert outcome == ("return", "late")
     assert set(yielded) <= {None}
 
@@ -330,8 +305,8 @@ def test_await_asyncio(make):
 
 @pytest.mark.parametrize("make", AWAITABLES)
 def test_await_send_loop(make):
-    n = send_loop(h.await_(make()), limit=10_000_000)
-    p = send_loop(py_await_(make()), limit=10_000_000)
+    n = send_loop_trace(h.await_(make()), limit=10_000_000)
+    p = send_loop_trace(py_await_(make()), limit=10_000_000)
     if make is AWAITABLES[6]:
         # A Rust-thread timer in a bare loop: the number of busy-poll
         # yields depends on timing, the outcome does not.
@@ -570,7 +545,7 @@ def test_await_itself_is_refused():
             return await holder[0]
         c = fn(indirect())
         holder.append(c)
-        outcomes.append(send_loop(c))
+        outcomes.append(send_loop_trace(c))
     assert outcomes[0] == outcomes[1]
 
 
@@ -590,7 +565,7 @@ def test_states_follow_async_def():
 # --- panics ---------------------------------------------------------------
 
 def test_panic_is_panic_exception():
-    PanicException = sys.modules["pycoro_runtime"].PanicException
+    PanicException = sys.modules["pyo3_runtime"].PanicException
     assert h.PanicException is PanicException
     assert issubclass(PanicException, BaseException)
     assert not issubclass(PanicException, Exception)
@@ -601,6 +576,52 @@ def test_panic_is_panic_exception():
         c.send(None)
     # The interpreter survives and keeps running native coroutines.
     assert run_asyncio(lambda: h.ready("alive")) == ("return", "alive")
+
+
+PANIC_TYPE_FOUND = r"""
+import sys, types
+runtime = types.ModuleType("pyo3_runtime")
+class PanicException(BaseException):
+    pass
+runtime.PanicException = {value}
+sys.modules["pyo3_runtime"] = runtime
+try:
+    import pycoro_harness as h
+except TypeError as e:
+    print("TypeError", e)
+    raise SystemExit
+assert h.PanicException is PanicException
+try:
+    h.panic("boom").send(None)
+except PanicException as e:
+    print("caught", type(e).__qualname__, e)
+"""
+
+
+def test_without_the_api_the_module_loads_and_creation_is_a_runtime_error():
+    # pycoro-ffi finds the C functions at run time: on a stock CPython
+    # (simulated here with PYCORO_NATIVE_FRAMES=0, read once by pycoro-ffi)
+    # the extension imports, and only making a native object fails.
+    code = ("import pycoro_harness as h\n"
+            "try:\n    h.ready(1)\nexcept RuntimeError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYCORO_NATIVE_FRAMES": "0"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("this interpreter has no native frames API")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("PanicException", "caught PanicException boom"),
+    ("42", "TypeError sys.modules['pyo3_runtime'].PanicException is not a subclass of BaseException"),
+])
+def test_panic_exception_found_in_sys_modules(value, expected):
+    # Whoever comes first (PyO3 with pyo3-patches/, another copy of the
+    # harness) registers the type; a later extension takes it as it is, and
+    # refuses what is not an exception type rather than replace it.
+    out = subprocess.run([sys.executable, "-c", PANIC_TYPE_FOUND.format(value=value)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
 
 
 def test_panic_under_asyncio():
@@ -636,7 +657,7 @@ def test_traceback_has_the_native_frame():
     assert n_type is p_type
     assert n_names[:-1] == p_names[:-1]
     assert (n_names[-1], p_names[-1]) == ("fail", "py_fail")
-    assert n_last.filename.endswith("rust-harness/probe/src/lib.rs")
+    assert n_last.filename.endswith("rust-harness/pycoro_harness/src/lib.rs")
     assert 'coroutine_def!("fail")' in n_last.line
 
 

@@ -33,8 +33,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import pycoro_harness as h
+from compare import describe_exc
 from test_harness import (
-    describe_exc, py_await_, py_await_all, py_catch, py_fail, py_ready, py_yield_now,
+    py_await_, py_await_all, py_catch, py_fail, py_ready, py_yield_now,
 )
 
 # Children are created eagerly (as arguments), so a program that fails
@@ -104,11 +105,11 @@ def same_frame_shape(outcome):
     "coroutine raised StopIteration" in one and "generator raised
     StopIteration" in the other (PEP 479 names the frame that raised)."""
     if outcome[0] == "raise" and outcome[1][0] is RuntimeError:
-        typ, msg, args, ctx, cause = outcome[1]
+        typ, msg, args, ctx, cause, group = outcome[1]
         if msg == "generator raised StopIteration":
             msg = "coroutine raised StopIteration"
             args = (msg,)
-        return ("raise", (typ, msg, args, ctx, cause))
+        return ("raise", (typ, msg, args, ctx, cause, group))
     return outcome
 
 

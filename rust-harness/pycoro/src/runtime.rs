@@ -1,0 +1,388 @@
+//! How a native coroutine suspends in whatever drives it, and small futures
+//! built on that ([`yield_now`], [`sleep`]).
+//!
+//! # Suspending when the Rust future is `Pending`
+//!
+//! The C API knows no event loop: a step can only YIELD a value or AWAIT an
+//! awaitable.  When a poll returns `Pending` without asking to await a
+//! Python object (see [`crate::coroutine::py_await`]), the harness picks:
+//!
+//! 1. **Already woken** (the waker fired during the poll, e.g.
+//!    [`yield_now`], or a fast thread): a *schedule point*.  Under trio,
+//!    `AWAIT trio.lowlevel.checkpoint()` (trio refuses bare yields; this is
+//!    `await trio.sleep(0)`); anywhere else `YIELD None`, a *bare yield*: an
+//!    asyncio `Task` reschedules a coroutine that yields `None` at once
+//!    (`call_soon(__step)`), a bare `send(None)` loop simply sends again, so
+//!    the coroutine is polled again on the next loop iteration.  This is
+//!    exactly what `await asyncio.sleep(0)` does.
+//! 2. **In a trio task**: `AWAIT trio.lowlevel.wait_task_rescheduled(..)`,
+//!    with the waker armed to reschedule the task through
+//!    `TrioToken.run_sync_soon` from whatever thread wakes it (see
+//!    `runtime/trio.rs`); a trio cancellation aborts the wait and raises
+//!    `trio.Cancelled` at this await.
+//! 3. **An asyncio loop is running in this thread** (asyncio itself, uvloop,
+//!    anyio's asyncio backend: `asyncio.events._get_running_loop()`):
+//!    create `fut = loop.create_future()`, arm the waker to run
+//!    `loop.call_soon_threadsafe(_wake, fut)` (where `_wake` sets the result
+//!    unless the future is already done or cancelled) from whatever thread
+//!    wakes it, and AWAIT it (through a generator that does what the pure
+//!    Python `Future.__await__` does: see `wait_future` in
+//!    `runtime/glue.py`).  The Task then sleeps until the Rust side wakes
+//!    it, and `Task.cancel()` reaches the coroutine as a `CancelledError`
+//!    thrown at this await.
+//! 4. **Nothing runs** (a bare `send(None)` loop, or a runtime the harness
+//!    does not know): `YIELD None` and poll again on the next `send`.  A bare
+//!    loop therefore busy-polls; that is the price of needing no runtime.
+//!
+//! In cases 2 and 3 the waker does not call the runtime itself: the thread
+//! that wakes may be a Rust thread, and Python code that releases the GIL
+//! there (both `call_soon_threadsafe` and `run_sync_soon` write to a
+//! socket) gets that thread ended by `pthread_exit()` if the interpreter
+//! starts finalizing meanwhile, which aborts the process (the forced
+//! unwind cannot cross Rust frames).  The waker only puts the call on a
+//! queue (`SimpleQueue.put`, which keeps the GIL) served by a daemon
+//! Python thread, `pycoro-waker`, started from the loop's thread (see
+//! `poster` in `runtime/glue.py`).  This adds one thread hop to a wake-up
+//! from another thread; the table below was measured before it.
+//!
+//! An exception thrown in at cases 1-4 (a cancellation, `throw()`,
+//! `close()`) reaches the Rust future if it waits through
+//! [`crate::interruptible`]; otherwise it propagates at once and the
+//! future is dropped (see [`crate::interrupt`]).
+//!
+//! # How the runtime is found
+//!
+//! [`current`] answers, in this order, with no import and nothing named in
+//! the C patch:
+//! - **trio** if `trio` is in `sys.modules` and
+//!   `trio.lowlevel.in_trio_task()` is true (checked first: in trio's guest
+//!   mode an asyncio loop runs too, but the task is trio's);
+//! - **asyncio** if `asyncio` is in `sys.modules` and
+//!   `asyncio.events._get_running_loop()` returns a loop (any
+//!   `AbstractEventLoop`, so uvloop is asyncio here);
+//! - **none** otherwise.
+//!
+//! This is the answer `sniffio.current_async_library()` gives for these
+//! runtimes (anyio runs on one of the two), without depending on sniffio
+//! and at the cost of one dict lookup per suspension for a runtime never
+//! imported.  A new runtime is one more branch in `suspend`: the
+//! `WakeSignal` (private module `waker`) hook takes any closure.
+//!
+//! ## Measured trade-offs
+//!
+//! `benches/wake.py` (release build of the probe, the patched
+//! CPython 3.13.5 release build, 2-core build machine; best of 5 runs of
+//! 20,000 steps, per step):
+//!
+//! | path                                             | native   | `async def` |
+//! |--------------------------------------------------|---------:|------------:|
+//! | asyncio, bare yield (`yield_now` / `sleep(0)`)    | 2.3 µs   | 2.6 µs      |
+//! | asyncio, woken from another thread (future path) | 10.0-10.5 µs | 18.8-19.7 µs |
+//! | bare `send(None)` loop, bare yield               | 0.16 µs  | 0.28 µs     |
+//!
+//! The `async def` column of the thread row creates the future and has a
+//! Python thread complete it with `call_soon_threadsafe`, as the harness
+//! does from Rust.  So: a bare yield costs what `await asyncio.sleep(0)`
+//! costs (one `call_soon` and one Task step; the step itself is cheaper
+//! than the bytecode it replaces); a wake-up from another thread costs
+//! about 4x a bare yield, dominated by the self-pipe write that wakes the
+//! selector, and the harness pays it only when the wake-up had not happened
+//! yet when the coroutine suspended (then the loop sleeps in `select`
+//! instead of busy-polling).  Always bare-yielding would busy-poll an idle
+//! loop at 100% CPU; always awaiting a future would make `yield_now` ~4x
+//! slower: hence the flag check first.
+//!
+//! ```
+//! use pyo3::prelude::*;
+//! use pycoro::{NativeCoroutine, coroutine_def};
+//!
+//! Python::attach(|py| {
+//!     let coro = NativeCoroutine::new(py, coroutine_def!("three"), async {
+//!         for _ in 0..3 {
+//!             pycoro::yield_now().await;
+//!         }
+//!         Ok(Python::attach(|py| py.None()))
+//!     })
+//!     .unwrap();
+//!     // A bare send loop: three bare yields, then StopIteration.
+//!     let mut yields = 0;
+//!     while coro.call_method1("send", (py.None(),)).is_ok() {
+//!         yields += 1;
+//!     }
+//!     assert_eq!(yields, 3);
+//! });
+//! ```
+
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+use crate::waker::WakeSignal;
+
+mod trio;
+
+/// How the coroutine suspends after a `Pending` poll.
+pub(crate) enum Suspend {
+    /// `YIELD None`: poll again on the next resumption.
+    BareYield,
+    /// `AWAIT` this awaitable, which completes when the waker fires.
+    Await(Py<PyAny>),
+}
+
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static WAKE_CALLBACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static WAIT_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static POSTER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Complete an asyncio future unless it is done (or cancelled) already.
+#[pyfunction]
+#[pyo3(name = "_pycoro_wake")]
+fn wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = fut.py();
+    if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+        fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
+    }
+    Ok(())
+}
+
+/// `asyncio.events._get_running_loop()`, or `None` if asyncio was never
+/// imported (then no asyncio loop can be running).
+fn running_asyncio_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
+    let get = match GET_RUNNING_LOOP.get(py) {
+        Some(f) => f.bind(py).clone(),
+        None => {
+            if trio::sys_modules(py)?
+                .get_item(intern!(py, "asyncio"))?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let f = py.import("asyncio.events")?.getattr("_get_running_loop")?;
+            GET_RUNNING_LOOP.get_or_init(py, || f.clone().unbind());
+            f
+        }
+    };
+    let event_loop = get.call0()?;
+    Ok((!event_loop.is_none()).then_some(event_loop))
+}
+
+/// The runtime driving the code that runs now (see the module docs).
+#[derive(Debug)]
+pub enum Runtime<'py> {
+    /// In a trio task.
+    Trio,
+    /// In a task (or callback) of this running asyncio event loop.
+    Asyncio(Bound<'py, PyAny>),
+    /// No runtime the harness knows: a bare `send()` loop, or none.
+    None,
+}
+
+/// Find the runtime driving the caller (see [How the runtime is
+/// found](self#how-the-runtime-is-found)).
+///
+/// ```
+/// use pyo3::prelude::*;
+/// use pycoro::runtime::{current, Runtime};
+///
+/// Python::attach(|py| {
+///     assert!(matches!(current(py).unwrap(), Runtime::None));
+/// });
+/// ```
+pub fn current(py: Python<'_>) -> PyResult<Runtime<'_>> {
+    if trio::current(py)?.is_some() {
+        return Ok(Runtime::Trio);
+    }
+    Ok(match running_asyncio_loop(py)? {
+        Some(event_loop) => Runtime::Asyncio(event_loop),
+        None => Runtime::None,
+    })
+}
+
+/// `put` of the waker thread's queue (`poster` in glue.py), started from
+/// the loop's thread when a coroutine first waits for a Rust waker.
+fn poster(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    POSTER
+        .get_or_try_init(py, || trio::glue(py, "poster").map(Bound::unbind))?
+        .call0(py)
+}
+
+/// Decide how to suspend (see the module docs); arms `signal` when the
+/// coroutine will wait for its waker.
+///
+/// Attribute names here (and in every path taken per suspension) go
+/// through `intern!`: a `&str` name makes a new `str` per call, and
+/// CPython's type attribute cache, whose slot is chosen by the name's
+/// address, keeps a reference to each such string until evicted (up to
+/// 4096 of them: the reference growth `tests/test_refleaks.py` once took
+/// for a leak of Rust-thread wake-ups), and never hits.
+pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Suspend> {
+    let trio = trio::current(py)?;
+    if signal.take_woken() {
+        return Ok(match trio {
+            Some(trio) => Suspend::Await(trio.checkpoint(py)?),
+            None => Suspend::BareYield,
+        });
+    }
+    if let Some(trio) = trio {
+        let waiter = trio.waiter(py)?;
+        let post = poster(py)?;
+        let wake = waiter.getattr(py, intern!(py, "wake"))?;
+        let hook = Box::new(move || {
+            // Never run Python that releases the GIL on the waking thread
+            // (see `poster` in glue.py): hand `waiter.wake()` to the waker
+            // thread.  During interpreter shutdown nobody is left to wake.
+            let _ = Python::try_attach(move |py| {
+                let _ = post.call1(py, ((wake, ()),));
+                drop(post);
+            });
+        });
+        return match signal.arm(hook) {
+            Ok(()) => Ok(Suspend::Await(
+                waiter.call_method0(py, intern!(py, "wait"))?,
+            )),
+            // Woken between the poll and now: a schedule point only.
+            Err(_hook) => Ok(Suspend::Await(trio.checkpoint(py)?)),
+        };
+    }
+    let Some(event_loop) = running_asyncio_loop(py)? else {
+        return Ok(Suspend::BareYield);
+    };
+    let fut = event_loop.call_method0(intern!(py, "create_future"))?;
+    let callback = WAKE_CALLBACK
+        .get_or_try_init(py, || {
+            wrap_pyfunction!(wake_future, py).map(|f| f.into_any().unbind())
+        })?
+        .clone_ref(py);
+    let call_soon = event_loop
+        .getattr(intern!(py, "call_soon_threadsafe"))?
+        .unbind();
+    let hook_fut = fut.clone().unbind();
+    let post = poster(py)?;
+    let hook = Box::new(move || {
+        // Never run Python that releases the GIL on the waking thread (see
+        // `poster` in glue.py): hand `loop.call_soon_threadsafe(_wake, fut)`
+        // to the waker thread; a closed loop or interpreter shutdown has
+        // nobody left to wake, so errors are dropped.
+        let _ = Python::try_attach(move |py| {
+            let _ = post.call1(py, ((call_soon, (callback, hook_fut)),));
+            drop(post);
+        });
+    });
+    match signal.arm(hook) {
+        // Through `wait_future` (glue.py), not the future's own iterator,
+        // so that a StopIteration thrown in is not taken for its result.
+        Ok(()) => Ok(Suspend::Await(
+            WAIT_FUTURE
+                .get_or_try_init(py, || trio::glue(py, "wait_future").map(Bound::unbind))?
+                .call1(py, (fut,))?,
+        )),
+        // Woken between the poll and now: do not wait.
+        Err(_hook) => Ok(Suspend::BareYield),
+    }
+}
+
+/// A future that is `Pending` exactly once, waking itself first: the
+/// coroutine suspends with a bare yield, like `await asyncio.sleep(0)`.
+/// The native frame reports the caller's line while suspended
+/// (`#[track_caller]`, see [`crate::lines`]).
+#[track_caller]
+pub fn yield_now() -> YieldNow {
+    YieldNow {
+        yielded: false,
+        location: Location::caller(),
+    }
+}
+
+/// The future returned by [`yield_now`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct YieldNow {
+    yielded: bool,
+    location: &'static Location<'static>,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        crate::lines::record(self.location);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[derive(Default)]
+struct SleepShared {
+    done: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// A timer that a dedicated Rust thread completes after `duration`: the
+/// coroutine is woken from a thread that is not the event loop's.  Meant for
+/// tests and demonstrations (one thread per sleep), not as a timer wheel.
+/// The native frame reports the caller's line while suspended
+/// (`#[track_caller]`, see [`crate::lines`]).
+#[track_caller]
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep {
+        duration,
+        shared: Arc::new(SleepShared::default()),
+        started: false,
+        location: Location::caller(),
+    }
+}
+
+/// The future returned by [`sleep`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    duration: Duration,
+    shared: Arc<SleepShared>,
+    started: bool,
+    location: &'static Location<'static>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        if self.shared.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        crate::lines::record(self.location);
+        if !self.started {
+            self.started = true;
+            let shared = self.shared.clone();
+            let duration = self.duration;
+            std::thread::Builder::new()
+                .name("pycoro-sleep".into())
+                .spawn(move || {
+                    std::thread::sleep(duration);
+                    shared.done.store(true, Ordering::Release);
+                    let waker = shared
+                        .waker
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                })
+                .expect("cannot spawn the sleep thread");
+        }
+        Poll::Pending
+    }
+}
