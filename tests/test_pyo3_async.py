@@ -391,26 +391,7 @@ def test_py_spy_dump_shows_the_rs_frame(py_spy):
     import test_pyspy
 
     def dump(kind):
-        child = subprocess.Popen([sys.executable, "-c", PYSPY_CHILD, kind],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            assert child.stdout.readline() == "ready\n"
-            spy = subprocess.run([py_spy, "dump", "--full-filenames", "--pid", str(child.pid)],
-                                 capture_output=True, text=True, timeout=120)
-            child.stdin.write("\n")
-            child.stdin.flush()
-            assert child.stdout.readline() == "done\n"
-            assert child.wait(timeout=60) == 0
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-            child.stdin.close()
-            child.stdout.close()
-        if spy.returncode != 0 and "ptrace" in spy.stderr + spy.stdout:
-            pytest.skip("ptrace refused: " + spy.stderr.strip())
-        assert spy.returncode == 0, spy.stdout + spy.stderr
-        return test_pyspy.frame_lines(spy.stdout)
+        return test_pyspy.frame_lines(test_pyspy.dump(py_spy, kind, PYSPY_CHILD))
     native, python = dump("native"), dump("python")
     assert native[0][0] == python[0][0] == "blocked"
     assert native[1][0] == "call" and python[1][0] == "call"

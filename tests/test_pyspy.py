@@ -73,9 +73,13 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def dump(py_spy, kind):
+def dump(py_spy, kind, source=None):
+    """py-spy's dump of the child ``source`` (default: CHILD) run with
+    ``kind``; the child prints "ready", waits for a line, prints "done"."""
+    if source is None:
+        source = CHILD.format(tests=os.path.dirname(__file__))
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(tests=os.path.dirname(__file__)), kind],
+        [sys.executable, "-c", source, kind],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline() == "ready\n"
