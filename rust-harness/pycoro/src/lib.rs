@@ -77,6 +77,7 @@
 
 pub mod coroutine;
 mod ffi;
+pub mod function;
 pub mod generator;
 pub mod interrupt;
 pub mod lines;
@@ -87,6 +88,7 @@ pub mod stream;
 mod waker;
 
 pub use coroutine::{CoroutineDef, NativeCoroutine, PyAwait, held, py_await};
+pub use function::CoroutineFn;
 pub use generator::{GeneratorDef, NativeGenerator};
 pub use interrupt::interruptible;
 pub use lines::{LineExt, here, located};
