@@ -1096,18 +1096,13 @@ unsafe fn bind_arguments<'a, 'py, const N: usize>(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<[Borrowed<'a, 'py, PyAny>; N]> {
     let name = || name.to_string_lossy();
+    // In CPython's order (`initialize_locals`): the positional arguments
+    // that fit, the keywords, then too many positional, then missing.
     let nargs = usize::try_from(nargs).unwrap_or(0);
-    if nargs > N {
-        return Err(PyTypeError::new_err(format!(
-            "{}() takes {N} positional argument{} but {nargs} {} given",
-            name(),
-            if N == 1 { "" } else { "s" },
-            if nargs == 1 { "was" } else { "were" },
-        )));
-    }
     let mut slots = [std::ptr::null_mut::<ffi::PyObject>(); N];
+    let fit = nargs.min(N);
     // SAFETY: `args` holds at least `nargs` values (the contract).
-    slots[..nargs].copy_from_slice(unsafe { std::slice::from_raw_parts(args, nargs) });
+    slots[..fit].copy_from_slice(unsafe { std::slice::from_raw_parts(args, fit) });
     if !kwnames.is_null() {
         // SAFETY: a non-NULL `kwnames` is a live tuple (the contract).
         let kwnames = unsafe { Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>() };
@@ -1132,6 +1127,14 @@ unsafe fn bind_arguments<'a, 'py, const N: usize>(
             }
             slots[i] = value;
         }
+    }
+    if nargs > N {
+        return Err(PyTypeError::new_err(format!(
+            "{}() takes {N} positional argument{} but {nargs} {} given",
+            name(),
+            if N == 1 { "" } else { "s" },
+            if nargs == 1 { "was" } else { "were" },
+        )));
     }
     if slots.iter().any(|p| p.is_null()) {
         return Err(missing_arguments(&name(), params, &slots));

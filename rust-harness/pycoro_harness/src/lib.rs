@@ -28,6 +28,32 @@ pycoro::coroutine_fn! {
     }
 }
 
+pycoro::coroutine_fn! {
+    /// `async def pair(first, second): return (first, second)`
+    fn pair(first, second) {
+        async move { Python::attach(|py| Ok(PyTuple::new(py, [first, second])?.into_any().unbind())) }
+    }
+}
+
+pycoro::coroutine_fn! {
+    /// `async def nothing(): return None`
+    fn nothing() {
+        async move { Ok(Python::attach(|py| py.None())) }
+    }
+}
+
+pycoro::coroutine_fn! {
+    /// `async def call_first(f): f(); return "called"`: the whole body, not
+    /// only its `async` block, runs at the first step, as an async def's.
+    fn call_first(f) {
+        let called = Python::attach(|py| f.call0(py).map(drop));
+        async move {
+            called?;
+            Python::attach(|py| Ok(pyo3::types::PyString::new(py, "called").into_any().unbind()))
+        }
+    }
+}
+
 /// `async def fail(exc): raise exc`
 #[pyfunction]
 fn fail<'py>(py: Python<'py>, exc: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -234,6 +260,9 @@ fn pycoro_harness(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sleep, m)?)?;
     m.add_function(wrap_pyfunction!(panic_, m)?)?;
     await_::add_to(m)?;
+    pair::add_to(m)?;
+    nothing::add_to(m)?;
+    call_first::add_to(m)?;
     m.add_function(wrap_pyfunction!(await_all, m)?)?;
     m.add_function(wrap_pyfunction!(catch, m)?)?;
     m.add_function(wrap_pyfunction!(hold, m)?)?;
