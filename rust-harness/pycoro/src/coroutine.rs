@@ -172,11 +172,6 @@ impl CoroutineDef {
         &self.functions
     }
 
-    /// The line of the definition (`co_firstlineno` without a span).
-    pub(crate) fn first_line(&self) -> u32 {
-        self.firstlineno
-    }
-
     /// The `co_name` of the code object.
     pub fn name(&self) -> &'static str {
         self.name

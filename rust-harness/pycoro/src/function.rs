@@ -90,7 +90,10 @@ pub(crate) fn make<'py, T: CoroutineFn<N>, const N: usize>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let def = T::def();
     let code = || def.code_and_globals(py);
-    let first_line = def.first_line();
+    // Until its first await point the frame reports its first line (the
+    // `fn`'s, `co_firstlineno`), which is what a line slot of 0 reports:
+    // nothing to store, and CPython has no line to move to after the step.
+    let first_line = 0;
     // Called inside `make_body`: the arguments become owned references
     // once the object exists; the body is made at the first poll, which
     // then polls the future it returns.

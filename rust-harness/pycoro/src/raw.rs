@@ -678,7 +678,12 @@ unsafe fn step_attached<B: NativeBody>(
         // state is that of a `FrameDef::<B>::DEF` frame, GIL held, the
         // step of this object is not re-entered and `clear` does not run
         // while it runs: the contract of `drop_slot`.
-        unsafe { drop_slot::<B>(py, slot) };
+        let raised = if kind == ffi::PyUnstable_NATIVE_RETURN {
+            MaybeRaised::No
+        } else {
+            MaybeRaised::Maybe
+        };
+        unsafe { drop_slot::<B>(py, slot, raised) };
     }
     kind
 }
@@ -721,12 +726,21 @@ unsafe extern "C" fn clear_trampoline<B: NativeBody>(state: *mut c_void) {
     }
     let clear = move |py: Python<'_>| {
         // SAFETY: as above: the contract of `drop_slot`.
-        unsafe { drop_slot::<B>(py, slot) }
+        unsafe { drop_slot::<B>(py, slot, MaybeRaised::Maybe) }
     };
     // SAFETY: CPython calls `clear` with the GIL held.  A panic of pyo3's
     // attach itself cannot be reported from here (no return value): it is
     // dropped rather than unwound into C.
     let _ = catch_unwind(AssertUnwindSafe(|| unsafe { attached(clear) }));
+}
+
+/// Whether an exception may be set when [`drop_slot`] runs: not after a
+/// step that returned (it set none), maybe after one that raised and in
+/// `clear`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MaybeRaised {
+    No,
+    Maybe,
 }
 
 /// Drop what the state holds (the `held` objects, then the body) and mark
@@ -739,7 +753,7 @@ unsafe extern "C" fn clear_trampoline<B: NativeBody>(state: *mut c_void) {
 /// borrow of its body or `held` alive: in `clear` (exactly once per
 /// object, never while its step runs, possibly on a zero-filled state), or
 /// at the end of the step that finished the frame.
-unsafe fn drop_slot<B: NativeBody>(py: Python<'_>, slot: *mut Slot<B>) {
+unsafe fn drop_slot<B: NativeBody>(py: Python<'_>, slot: *mut Slot<B>, raised: MaybeRaised) {
     // SAFETY: see the contract above.  `init` is reset first, so even a
     // panicking drop leaves no second drop, and `traverse` (which the drops
     // may trigger) sees an empty state.  `held` goes first, then the body
@@ -752,7 +766,7 @@ unsafe fn drop_slot<B: NativeBody>(py: Python<'_>, slot: *mut Slot<B>) {
         ((*slot).held.assume_init_read(), &raw mut (*slot).body)
     };
     // SAFETY: GIL held; reads the thread's raised exception, if any.
-    let pending = if unsafe { ffi::PyErr_Occurred() }.is_null() {
+    let pending = if raised == MaybeRaised::No || unsafe { ffi::PyErr_Occurred() }.is_null() {
         None
     } else {
         take_raised(py)
@@ -1095,7 +1109,6 @@ unsafe fn bind_arguments<'a, 'py, const N: usize>(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<[Borrowed<'a, 'py, PyAny>; N]> {
-    let name = || name.to_string_lossy();
     // In CPython's order (`initialize_locals`): the positional arguments
     // that fit, the keywords, then too many positional, then missing.
     let nargs = usize::try_from(nargs).unwrap_or(0);
@@ -1113,41 +1126,56 @@ unsafe fn bind_arguments<'a, 'py, const N: usize>(
             let kw = kw.cast::<PyString>()?;
             let kw = kw.to_cow()?;
             let Some(i) = params.iter().position(|p| *p == kw) else {
-                return Err(PyTypeError::new_err(format!(
-                    "{}() got an unexpected keyword argument '{kw}'",
-                    name()
-                )));
+                return Err(keyword_error(name, &kw, None));
             };
             if !slots[i].is_null() {
-                return Err(PyTypeError::new_err(format!(
-                    "{}() got multiple values for argument '{}'",
-                    name(),
-                    params[i]
-                )));
+                return Err(keyword_error(name, &kw, Some(params[i])));
             }
             slots[i] = value;
         }
     }
     if nargs > N {
-        return Err(PyTypeError::new_err(format!(
-            "{}() takes {N} positional argument{} but {nargs} {} given",
-            name(),
-            if N == 1 { "" } else { "s" },
-            if nargs == 1 { "was" } else { "were" },
-        )));
+        return Err(too_many_arguments(name, N, nargs));
     }
     if slots.iter().any(|p| p.is_null()) {
-        return Err(missing_arguments(&name(), params, &slots));
+        return Err(missing_arguments(name, params, &slots));
     }
     // SAFETY: every slot is now a live object borrowed for 'a (checked
     // non-NULL above; from `args`, the contract).
     Ok(slots.map(|p| unsafe { Borrowed::from_ptr(py, p) }))
 }
 
+/// The `TypeError` of a call with `nargs` positional arguments to a
+/// function of `n` parameters.
+#[cold]
+#[inline(never)]
+fn too_many_arguments(name: &CStr, n: usize, nargs: usize) -> PyErr {
+    PyTypeError::new_err(format!(
+        "{}() takes {n} positional argument{} but {nargs} {} given",
+        name.to_string_lossy(),
+        if n == 1 { "" } else { "s" },
+        if nargs == 1 { "was" } else { "were" },
+    ))
+}
+
+/// The `TypeError` of a keyword argument `kw` that is no parameter
+/// (`param` None) or names one already given (`param`).
+#[cold]
+#[inline(never)]
+fn keyword_error(name: &CStr, kw: &str, param: Option<&str>) -> PyErr {
+    let name = name.to_string_lossy();
+    PyTypeError::new_err(match param {
+        None => format!("{name}() got an unexpected keyword argument '{kw}'"),
+        Some(p) => format!("{name}() got multiple values for argument '{p}'"),
+    })
+}
+
 /// The `TypeError` of a call that left the parameters whose slots are
 /// NULL without a value.
 #[cold]
-fn missing_arguments(name: &str, params: &[&str], slots: &[*mut ffi::PyObject]) -> PyErr {
+#[inline(never)]
+fn missing_arguments(name: &CStr, params: &[&str], slots: &[*mut ffi::PyObject]) -> PyErr {
+    let name = name.to_string_lossy();
     let missing: Vec<String> = params
         .iter()
         .zip(slots)
