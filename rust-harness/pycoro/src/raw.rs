@@ -26,9 +26,11 @@
 //!
 //! The step is the hot path of every `await` (benches/analysis.md): it
 //! borrows what CPython passes (no reference counting), counts the thread
-//! as attached through pyo3's public `Python::try_attach` (see "Counting the
-//! thread as attached" below), and needs no heap allocation: the body lives
-//! inline in the state.  The frame's line is a plain store into the line
+//! as attached through pyo3's public `Python::attach_unchecked` (see
+//! "Counting the thread as attached" below), and needs no heap allocation:
+//! the body lives inline in the state.  The C function of a
+//! [`crate::function`] does not count the thread at all (it drops no
+//! `Py<T>`: see [`fastcall_trampoline`]).  The frame's line is a plain store into the line
 //! slot of the state (`lineno_offset`), which CPython reads only when it
 //! needs the line.
 
@@ -539,17 +541,21 @@ fn raise(py: Python<'_>, err: PyErr) {
 // them is not released but queued in pyo3's deferred-decref pool (until
 // the next pyo3 call), which delays `__del__`, finalizers and the "never
 // awaited" warning of objects a body releases.  So both callbacks run
-// inside `Python::try_attach` (public, semver-covered API).  When pyo3's
-// count is zero (the usual case: CPython, not pyo3, called us) it calls
+// inside `Python::attach_unchecked` (public, semver-covered API: it is
+// `Python::try_attach` without the checks whose answer a CPython callback
+// already knows, about 30 instructions less).  When pyo3's count is zero
+// (the usual case: CPython, not pyo3, called us) it calls
 // `PyGILState_Ensure`, which finds this thread's state current and only
-// bumps a counter, and `PyGILState_Release` after; when it is not (a step
-// run by a `send` called from Rust), it only counts.
+// bumps a counter, and `PyGILState_Release` after (about 180 instructions
+// per callback in all, benches/analysis.md); when it is not (a step run by
+// a `send` called from Rust), it only counts.
 //
-// `try_attach` refuses (`None`) while the interpreter finalizes (CPython
-// still closes and frees coroutines then, e.g. those left in module
-// globals), and during a pyo3 `__traverse__` (where CPython never steps
-// or clears a frame).  The GIL is held all the same (CPython's contract
-// for both callbacks), so the callback then runs with the token of
+// While the interpreter finalizes (CPython still closes and frees
+// coroutines then, e.g. those left in module globals) `Python::attach`
+// would refuse, so the callbacks do not attach; nor could they during a
+// pyo3 `__traverse__`, where CPython never steps or clears a frame.  The
+// GIL is held all the same (CPython's contract for both callbacks), so the
+// callback then runs with the token of
 // `Python::assume_attached`: pyo3 queues what the body releases instead of
 // releasing it (at shutdown: a leak, not a fault), and a `Python::attach`
 // inside the body panics, which the step reports as `PanicException` like
