@@ -188,6 +188,7 @@ pub struct NativeFramesApi {
 /// none (see the [crate docs](crate)).  Resolved on the first call (the
 /// symbols of the interpreter, then `PYCORO_NATIVE_FRAMES`), then cached
 /// for the process; cheap afterwards.
+#[inline]
 pub fn api() -> Option<&'static NativeFramesApi> {
     static API: OnceLock<Option<NativeFramesApi>> = OnceLock::new();
     API.get_or_init(resolve).as_ref()
