@@ -12,3 +12,12 @@ def delegate_to(c):
 
 async def await_it(c):
     return await c
+
+
+async def aiter_of(c):
+    # An async generator, so that this module shares Cython's types with
+    # cyprobe on 3.13t too: there Cython 3.3.1 keeps the shared types of a
+    # module with async generators in another module (_cython_3_3_1nofreelists)
+    # than those of one without, and a coroutine of one is not Cython's own
+    # type to the other (with or without native frames).
+    yield await c
