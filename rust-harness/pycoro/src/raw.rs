@@ -1203,6 +1203,23 @@ fn missing_arguments(name: &CStr, params: &[&str], slots: &[*mut ffi::PyObject])
     }
 }
 
+/// The pin projection of an [`Interruptible`](crate::interrupt::Interruptible):
+/// its wait-point id (not pinned) and its future (pinned).
+#[inline]
+pub(crate) fn project_interruptible<F>(
+    this: Pin<&mut crate::interrupt::Interruptible<F>>,
+) -> (&mut Option<u64>, Pin<&mut F>) {
+    // SAFETY: pin projection as `pin-project` does it: `Interruptible` has
+    // no `Drop` impl and is not `repr(packed)`; it is `Unpin` only when `F`
+    // is (auto trait), so `inner` is never moved out of a pinned value (its
+    // fields are private to the crate, and nothing else moves them); `id`
+    // is never treated as pinned.
+    unsafe {
+        let this = this.get_unchecked_mut();
+        (&mut this.id, Pin::new_unchecked(&mut this.inner))
+    }
+}
+
 /// `PyUnstable_Gen_GetNativeState(obj, def)`: the native state of `obj`, a
 /// generator, coroutine or async generator made from `def`; `TypeError`
 /// if it has no native frame or was made from another definition (CPython
