@@ -268,11 +268,8 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("suite")
     s.add_argument("--out", required=True)
-    s.add_argument("--impls", default=None,
-                   help="comma-separated implementations to measure (default: all)")
     s.add_argument("--work", default=tempfile.gettempdir())
     s.add_argument("--cases", help="comma-separated cases (default: the suite's)")
-    s.add_argument("--impls", help="comma-separated implementations, for every case")
     s = sub.add_parser("pyperformance")
     s.add_argument("--patched", required=True)
     s.add_argument("--pristine", required=True)

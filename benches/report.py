@@ -106,6 +106,9 @@ def version_lines(args):
     lines.append(f"- patched CPython: {sys.version.split()[0]} + the {len(series)} patches of "
                  f"cpython-patches/series ({', '.join(p.split('-')[0] for p in series)}), "
                  f"release build (`--enable-shared`, no PGO/LTO), `{sys.version}`")
+    if args.ft_python and os.path.exists(args.ft_python) and (args.coro_ft or args.instr_ft):
+        v = sh(args.ft_python, "-c", "import sys; print(sys.version)")
+        lines.append(f"- patched free-threaded CPython (the 3.13t rows): the same patches, `--disable-gil`, `{v}`")
     if args.pristine_python and os.path.exists(args.pristine_python):
         v = sh(args.pristine_python, "-c", "import sys; print(sys.version)")
         lines.append(f"- unpatched CPython: the same tarball and configure options without patches, `{v}`")
@@ -137,31 +140,66 @@ def ratio_cell(value, ref):
     return f"{value / ref:.2f}x"
 
 
-def suite_section(args, benches, notes, build_notes, instr):
+def time_cells(benches, notes, case, tag=""):
+    """The cells of one row of the time table: each implementation's mean
+    ± stdev and its ratio to async def of the same run and build."""
+    ref = benches.get(f"{case}/async_def")
+    ref_mean = ref.mean() if ref else None
+    cells = []
+    for impl in cb.IMPLS:
+        b = benches.get(f"{case}/{impl}")
+        if b is None:
+            cells.append("n/a" + (f" [^{impl}-{case}{tag}]" if f"{case}/{impl}" in notes else ""))
+            continue
+        mean = b.mean()
+        sd = b.stdev() if b.get_nvalue() > 1 else 0.0
+        cell = f"{fmt_time(mean)} ± {fmt_time(sd)}" if sd else fmt_time(mean)
+        if impl != "async_def" and ref_mean:
+            cell += f" (**{mean / ref_mean:.2f}x**)"
+        cells.append(cell)
+    return cells, ref_mean
+
+
+def instr_cells(per, impls):
+    ref = per.get("async_def")
+    cells = []
+    for impl in impls:
+        v = per.get(impl)
+        if v is None:
+            cells.append("n/a")
+        elif impl == "async_def" or not ref:
+            cells.append(f"{v:,.0f}")
+        else:
+            cells.append(f"{v:,.0f} (**{v / ref:.2f}x**)")
+    return cells
+
+
+FT_TAG = "-ft"
+
+
+def suite_section(args, benches, notes, build_notes, instr, ft=None):
+    """ft: None, or {"benches", "notes", "instr"} of the 3.13t run, whose
+    rows stand below the default build's, case by case."""
+    ft = ft or {}
+    ft_benches, ft_notes, ft_instr = ft.get("benches") or {}, ft.get("notes") or {}, ft.get("instr")
     out = ["## Native coroutines against async def, PyO3 and Cython", ""]
     out.append("Mean time per unit (the unit is in the description), ± standard "
-               "deviation, and the ratio to async def **of the same run**. "
-               "Lower is better; a ratio below 1 is faster than async def.")
+               "deviation, and the ratio to async def **of the same run** (and the "
+               "same build). Lower is better; a ratio below 1 is faster than async def.")
+    if ft_benches:
+        out.append("")
+        out.append("Each case has a second row, **3.13t**: the same suite on the free-threaded "
+                   "build (patched 3.13.5 `--disable-gil`, release; run with `PYTHON_GIL=0`, "
+                   "since importing Cython's modules or the C floor, which do not declare "
+                   "themselves free-threading safe, would turn the GIL back on), its ratios "
+                   "to async def on 3.13t.")
     out.append("")
     header = "| case | " + " | ".join(IMPL_TITLES[i] for i in cb.IMPLS) + " | target (native) |"
     out.append(header)
     out.append("|" + " --- |" * (len(cb.IMPLS) + 2))
     verdicts = []
     for case, (_f, _inner, _needs, what) in cb.CASES.items():
-        ref = benches.get(f"{case}/async_def")
-        ref_mean = ref.mean() if ref else None
-        cells = []
-        for impl in cb.IMPLS:
-            b = benches.get(f"{case}/{impl}")
-            if b is None:
-                cells.append("n/a" + (f" [^{impl}-{case}]" if f"{case}/{impl}" in notes else ""))
-                continue
-            mean = b.mean()
-            sd = b.stdev() if b.get_nvalue() > 1 else 0.0
-            cell = f"{fmt_time(mean)} ± {fmt_time(sd)}" if sd else fmt_time(mean)
-            if impl != "async_def" and ref_mean:
-                cell += f" (**{mean / ref_mean:.2f}x**)"
-            cells.append(cell)
+        cells, ref_mean = time_cells(benches, notes, case)
         target = ""
         if case in TARGETS and ref_mean and f"{case}/native" in benches:
             bound, name = TARGETS[case]
@@ -172,10 +210,16 @@ def suite_section(args, benches, notes, build_notes, instr):
         elif case in TARGETS:
             target = f"≤ {TARGETS[case][0]}x"
         out.append(f"| `{case}`: {what} | " + " | ".join(cells) + f" | {target} |")
+        if ft_benches:
+            cells, _ = time_cells(ft_benches, ft_notes, case, FT_TAG)
+            out.append(f"| `{case}`, **3.13t** | " + " | ".join(cells) + " |  |")
     out.append("")
     for name, why in sorted(notes.items()):
         case, impl = name.split("/")
         out.append(f"[^{impl}-{case}]: {why}")
+    for name, why in sorted(ft_notes.items()):
+        case, impl = name.split("/")
+        out.append(f"[^{impl}-{case}{FT_TAG}]: 3.13t: {why}")
     for key, why in sorted(build_notes.items()):
         out.append(f"- {why}")
     out.append("")
@@ -193,22 +237,20 @@ def suite_section(args, benches, notes, build_notes, instr):
                    "iteration; benches/instr_count.py), and the ratio to async def.  "
                    "Machine load does not change these; cache misses and branch "
                    "mispredictions are not in them.")
+        if ft_instr:
+            out.append("The **3.13t** rows are the same counts on the free-threaded build "
+                       "(`PYTHON_GIL=0`), ratios to async def on 3.13t.")
         out.append("")
-        impls = [i for i in cb.IMPLS if any(i in v for v in instr.values())]
+        impls = [i for i in cb.IMPLS
+                 if any(i in v for v in instr.values())
+                 or any(i in v for v in (ft_instr or {}).values())]
         out.append("| case | " + " | ".join(IMPL_TITLES[i] for i in impls) + " |")
         out.append("|" + " --- |" * (len(impls) + 1))
         for case, per in instr.items():
-            ref = per.get("async_def")
-            cells = []
-            for impl in impls:
-                v = per.get(impl)
-                if v is None:
-                    cells.append("n/a")
-                elif impl == "async_def" or not ref:
-                    cells.append(f"{v:,.0f}")
-                else:
-                    cells.append(f"{v:,.0f} (**{v / ref:.2f}x**)")
-            out.append(f"| `{case}` | " + " | ".join(cells) + " |")
+            out.append(f"| `{case}` | " + " | ".join(instr_cells(per, impls)) + " |")
+            if ft_instr and case in ft_instr:
+                out.append(f"| `{case}`, **3.13t** | "
+                           + " | ".join(instr_cells(ft_instr[case], impls)) + " |")
         out.append("")
     return out
 
@@ -325,6 +367,20 @@ def pyperformance_section(args, instr_pp, instr_pp_ft=None):
     return out
 
 
+def memory_section(path):
+    """The bytes of one suspended coroutine (benches/memory.py)."""
+    sys.path.insert(0, HERE)
+    import memory
+
+    with open(path) as f:
+        data = json.load(f)
+    return ["## Memory of a suspended coroutine", "",
+            "benches/memory.py (its docstring says what each row includes): "
+            "`pycoro_harness.sleep` against `async def sleep(seconds, result=None): "
+            "await asyncio.sleep(seconds); return result`, each suspended in an "
+            "asyncio task.", "", memory.markdown(data), ""]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--mode", default="normal")
@@ -332,12 +388,17 @@ def main():
     p.add_argument("--notes")
     p.add_argument("--build-notes")
     p.add_argument("--instr")
+    p.add_argument("--coro-ft", help="the pyperf suite on the free-threaded build")
+    p.add_argument("--notes-ft")
+    p.add_argument("--instr-ft")
+    p.add_argument("--ft-python", help="the free-threaded interpreter (its version line)")
     p.add_argument("--pyperformance", nargs=3, metavar=("PATCHED", "PRISTINE_A", "PRISTINE_B"))
     p.add_argument("--compare")
     p.add_argument("--noise")
     p.add_argument("--instr-pyperformance")
     p.add_argument("--instr-pyperformance-ft")
     p.add_argument("--criterion", help="criterion's output directory")
+    p.add_argument("--memory", help="benches/memory.py's JSON")
     p.add_argument("--load-start", default="?")
     p.add_argument("--load-end", default="?")
     p.add_argument("--started", default="?")
@@ -361,6 +422,13 @@ def main():
     if args.instr and os.path.exists(args.instr):
         with open(args.instr) as f:
             instr = json.load(f)
+    ft = {"benches": load_suite(args.coro_ft), "notes": {}, "instr": None}
+    if args.notes_ft and os.path.exists(args.notes_ft):
+        with open(args.notes_ft) as f:
+            ft["notes"] = json.load(f)
+    if args.instr_ft and os.path.exists(args.instr_ft):
+        with open(args.instr_ft) as f:
+            ft["instr"] = json.load(f)
     instr_pp = None
     if args.instr_pyperformance and os.path.exists(args.instr_pyperformance):
         with open(args.instr_pyperformance) as f:
@@ -393,9 +461,11 @@ def main():
                "are taken within one run, where load hits every implementation "
                "alike, and the instruction counts below do not depend on load.")
     out.append("")
-    out.extend(suite_section(args, benches, notes, build_notes, instr))
+    out.extend(suite_section(args, benches, notes, build_notes, instr, ft))
     if args.criterion and os.path.isdir(args.criterion):
         out.extend(criterion_section(args.criterion))
+    if args.memory and os.path.exists(args.memory):
+        out.extend(memory_section(args.memory))
     if args.pyperformance:
         out.extend(pyperformance_section(args, instr_pp, instr_pp_ft))
     else:

@@ -28,6 +28,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYX = os.path.join(HERE, "cython", "cyprobe.pyx")
+PEER_PYX = os.path.join(HERE, "cython", "cypeer.pyx")
 CO_NATIVE = getattr(inspect, "CO_NATIVE", 0x10000000)
 
 try:
@@ -39,9 +40,9 @@ pytestmark = pytest.mark.skipif(
     Cython is None, reason="Cython is not installed in this venv (scripts/patch-cython)")
 
 
-def _build(tmpdir, name, defines):
+def _build(tmpdir, name, defines, pyx=PYX):
     src = os.path.join(tmpdir, name + ".pyx")
-    shutil.copy(PYX, src)
+    shutil.copy(pyx, src)
     c_file = os.path.join(tmpdir, name + ".c")
     subprocess.run([sys.executable, "-m", "cython", "-3", "--fast-fail", name + ".pyx",
                     "-o", c_file], cwd=tmpdir, check=True)
@@ -62,11 +63,18 @@ def modules(tmp_path_factory):
     tmpdir = str(tmp_path_factory.mktemp("cython"))
     native = _build(tmpdir, "cyprobe", [])
     stock = _build(tmpdir, "cyprobe_stock", ["-DCYTHON_USE_NATIVE_FRAMES=0"])
-    loader = importlib.machinery.SourceFileLoader("cyprobe_twin", PYX)
-    spec = importlib.util.spec_from_loader("cyprobe_twin", loader)
+    peer = _build(tmpdir, "cypeer", [], PEER_PYX)
+    peer_stock = _build(tmpdir, "cypeer_stock", ["-DCYTHON_USE_NATIVE_FRAMES=0"], PEER_PYX)
+    return {"native": native, "stock": stock, "twin": _twin("cyprobe_twin", PYX),
+            "peer": peer, "peer_stock": peer_stock, "peer_twin": _twin("cypeer_twin", PEER_PYX)}
+
+
+def _twin(name, pyx):
+    loader = importlib.machinery.SourceFileLoader(name, pyx)
+    spec = importlib.util.spec_from_loader(name, loader)
     twin = importlib.util.module_from_spec(spec)
     loader.exec_module(twin)
-    return {"native": native, "stock": stock, "twin": twin}
+    return twin
 
 
 @pytest.fixture
@@ -368,6 +376,121 @@ def test_under_event_loops(native, twin, runtime):
             _run(runtime, mod.fail, "x")
         return out
     assert scenario(native) == scenario(twin) == [9, 4, [0, 1, 2], ("KeyError", "KeyError")]
+
+
+# --- delegation across modules -------------------------------------------------
+#
+# cypeer, a second Cython module, delegates to cyprobe's coroutines.  `await`
+# takes any of them, as async def does.  `yield from` in a generator takes
+# Cython's own coroutines, as a generator that types.coroutine() marked
+# does (Cython cannot tell whether one did), and refuses an async def's, as
+# stock Cython does.  References: for cyprobe's coroutines with native frames
+# (another module's), cypeer's twin with its generator marked; for Cython's
+# own coroutine type (cyprobe_stock) and for async def's, cypeer compiled
+# without native frames.
+
+def awaits(peer, source):
+    async def main():
+        return (await peer.await_it(source.add(2, 3)), await peer.await_it(source.chain(2)))
+    return asyncio.run(main())
+
+
+def yield_froms(peer, delegate, source):
+    out = []
+
+    async def main():
+        return (await delegate(source.add(1, 2)), await delegate(source.chain(2)))
+    try:
+        out.append(asyncio.run(main()))
+    except TypeError as e:
+        return [("TypeError", str(e))]
+    # send/throw/close go through the generator to the coroutine
+    g = peer.delegate_to(source.catch(KeyError))
+    out.append(g.send(None))                   # suspended in checkpoint()
+    out.append(g.throw(KeyError("thrown")))    # caught, awaits again
+    with pytest.raises(StopIteration) as e:
+        g.send(None)
+    out.append(e.value.value)
+    c = source.add(1)
+    g = peer.delegate_to(c)
+    g.send(None)
+    g.close()                                  # closes the coroutine too
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        c.send(None)
+    out.append(list(g))
+    return out
+
+
+# (the refused async def coroutines are never awaited)
+@pytest.mark.filterwarnings("ignore:coroutine 'add' was never awaited:RuntimeWarning")
+def test_delegation_to_other_modules(modules):
+    native_peer, stock_peer, twin_peer = (modules[k] for k in ("peer", "peer_stock", "peer_twin"))
+    twin_delegate = types.coroutine(twin_peer.delegate_to)  # marks its code
+    native_delegate = types.coroutine(native_peer.delegate_to)
+    stock_delegate = types.coroutine(stock_peer.delegate_to)
+    for source in ("twin", "native", "stock"):
+        src = modules[source]
+        assert awaits(native_peer, src) == awaits(twin_peer, src) == (5, 2), source
+    accepted = [(3, 2), None, None, ("KeyError", "KeyError"), []]
+    src = modules["native"]
+    assert yield_froms(native_peer, native_delegate, src) == \
+        yield_froms(twin_peer, twin_delegate, src) == accepted
+    src = modules["stock"]
+    assert yield_froms(native_peer, native_delegate, src) == \
+        yield_froms(stock_peer, stock_delegate, src) == accepted
+    src = modules["twin"]
+    assert yield_froms(native_peer, native_delegate, src) == \
+        yield_froms(stock_peer, stock_delegate, src) == \
+        [("TypeError", "'coroutine' object is not iterable")]
+
+
+# --- py-spy -------------------------------------------------------------------
+
+PYSPY_CHILD = """
+import asyncio, importlib.machinery, importlib.util, sys
+path, name = sys.argv[2], sys.argv[3]
+if path.endswith(".pyx"):
+    loader = importlib.machinery.SourceFileLoader(name, path)
+    spec = importlib.util.spec_from_loader(name, loader)
+else:
+    spec = importlib.util.spec_from_file_location(name, path)
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+
+def blocked(_):
+    print("ready", flush=True)
+    sys.stdin.readline()       # until the parent has dumped the stack
+    return "done"
+
+print(asyncio.run(mod.call_blocked(blocked)), flush=True)
+"""
+
+
+@pytest.mark.skipif(bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+                    reason="py-spy 0.4.3 cannot read a free-threaded (3.13t) process "
+                           "(benfred/py-spy#711)")
+def test_pyspy_sees_the_native_frame(native, twin):
+    """py-spy dump of a process blocked in a callback that a Cython
+    coroutine calls: the coroutine's frame shows with its file, name and
+    line, as the async def twin's does.  (A running native frame reports the
+    line of its last await, or its def line: cyprobe.call_blocked calls on
+    the line of its await.)"""
+    import test_pyspy
+
+    py_spy = test_pyspy.PY_SPY
+    if not os.access(py_spy, os.X_OK):
+        pytest.skip(f"no py-spy at {py_spy} (requirements-test.txt installs it)")
+
+    def frames(mod, name):
+        path = mod.__file__ if mod is not twin else PYX
+        out = test_pyspy.dump(py_spy, "-", PYSPY_CHILD.replace("sys.argv[2], sys.argv[3]",
+                                                                repr(path) + ", " + repr(name)))
+        return [(fn, os.path.basename(file), line) for fn, file, line in test_pyspy.frame_lines(out)
+                if os.path.basename(file).startswith("cyprobe")]
+
+    seen = frames(native, "cyprobe")
+    assert seen == frames(twin, "cyprobe_twin")
+    assert [fn for fn, _, _ in seen] == ["call_blocked"]
 
 
 # --- reference counts (debug build) ---------------------------------------------

@@ -95,3 +95,9 @@ def genexpr_sum(n):
 class Greeter:
     def hello(self):
         yield super().__class__.__name__
+
+
+async def call_blocked(fn):
+    # fn runs while this frame runs (tests/test_cython.py's py-spy check);
+    # on the line of an await, the line a native frame reports while it runs
+    return fn(await checkpoint())
