@@ -270,7 +270,6 @@ def main():
     s.add_argument("--out", required=True)
     s.add_argument("--work", default=tempfile.gettempdir())
     s.add_argument("--cases", help="comma-separated cases (default: the suite's)")
-    s.add_argument("--impls", help="comma-separated implementations, for every case")
     s = sub.add_parser("pyperformance")
     s.add_argument("--patched", required=True)
     s.add_argument("--pristine", required=True)

@@ -7,6 +7,9 @@ Coroutine" from a run of scripts/bench-pyo3 (see its --help).
 --splice also replaces that section in RESULTS.md (or inserts it before
 "## How to reproduce"); benches/report.py includes benches/pyo3-native.md
 when it remakes RESULTS.md.
+
+What follows the line KEEP in the existing output file (the analysis,
+written by hand) is kept after the generated tables, and spliced with them.
 """
 
 import argparse
@@ -22,8 +25,24 @@ from report import fmt_time, load_suite  # noqa: E402
 
 TITLE = "## PyO3's async fn: native frames against PyO3's Coroutine"
 IMPLS = [("async_def", "async def"),
+         ("capi", "C floor (`cfloor.c`)"),
          ("pyo3", "PyO3 `Coroutine` (stock 0.30.1)"),
          ("pyo3_native", "PyO3 native (`native-coroutines`)")]
+# The ratios in the last columns: (numerator, denominator, heading).
+RATIOS = [("pyo3_native", "capi", "native / C floor"),
+          ("pyo3_native", "pyo3", "native / Coroutine")]
+KEEP = "<!-- Written by hand below: benches/pyo3_report.py keeps it. -->"
+
+
+def ratio_cells(values):
+    """The RATIOS cells of one row ({impl: value})."""
+    return [f"{values[a] / values[b]:.2f}x" if values.get(a) and values.get(b) else ""
+            for a, b, _ in RATIOS]
+
+
+def header():
+    heads = [t for _, t in IMPLS] + [t for _, _, t in RATIOS]
+    return ["| case | " + " | ".join(heads) + " |", "| --- " * (len(heads) + 1) + "|"]
 
 
 def section(args):
@@ -41,13 +60,15 @@ def section(args):
     if args.mode == "quick":
         out += ["**Quick mode: one value per benchmark; these numbers measure nothing.**", ""]
     out.append(
-        f"One pyperf run ({args.mode}) of `benches/coro_bench.py --impls async_def,pyo3,pyo3_native` "
+        f"One pyperf run ({args.mode}) of `benches/coro_bench.py --impls async_def,capi,pyo3,pyo3_native` "
         f"on the patched interpreter, started {args.started}, pycoro git {args.commit}; load "
         f"average (1, 5, 15 min) {args.load_start} at the start, {args.load_end} at the end.  "
         "`pyo3` is benches/pyo3_baseline (stock PyO3 0.30.1, `experimental-async`: PyO3's own "
         "`Coroutine`); `pyo3_native` is examples/pyo3-async built by `scripts/build-example` "
         "(the patched PyO3, `native-coroutines`: a `types.CoroutineType`); the same Rust "
-        "functions (`ready`, `yield_now`; `await_py` as `await_`).  Mean time per unit ± "
+        "functions (`ready`, `yield_now`; `await_py` as `await_`); `capi` is the C floor, "
+        "benches/cfloor/cfloor.c: the same functions written in C on the same API "
+        "(the target of issue 16: PyO3's native path at most 1.1x of it).  Mean time per unit ± "
         "standard deviation, and the ratio to async def of the same run (lower is better).")
     try:
         busy = float(args.load_start.split()[0]) > (os.cpu_count() or 1)
@@ -59,8 +80,7 @@ def section(args):
                    "took most of the time and the timings below carry that noise (see the "
                    "standard deviations); the instruction counts after them are the measure.")
     out.append("")
-    out.append("| case | " + " | ".join(t for _, t in IMPLS) + " | native / Coroutine |")
-    out.append("| --- " * (len(IMPLS) + 2) + "|")
+    out.extend(header())
     footnotes = []
     for case in cases:
         inner_what = cb.CASES[case][3]
@@ -82,10 +102,7 @@ def section(args):
             if impl != "async_def" and "async_def" in means:
                 cell += f" (**{mean / means['async_def']:.2f}x**)"
             row.append(cell)
-        if "pyo3" in means and "pyo3_native" in means:
-            row.append(f"{means['pyo3_native'] / means['pyo3']:.2f}x")
-        else:
-            row.append("")
+        row.extend(ratio_cells(means))
         out.append("| " + " | ".join(row) + " |")
     out.append("")
     out.extend(footnotes)
@@ -97,8 +114,7 @@ def section(args):
         out.append("Instructions per unit under callgrind (`benches/instr_count.py suite`; "
                    "machine load does not change them), and the ratio to async def:")
         out.append("")
-        out.append("| case | " + " | ".join(t for _, t in IMPLS) + " | native / Coroutine |")
-        out.append("| --- " * (len(IMPLS) + 2) + "|")
+        out.extend(header())
         for case, by_impl in instr.items():
             row = [f"`{case}`"]
             base = by_impl.get("async_def")
@@ -110,10 +126,7 @@ def section(args):
                     row.append(f"{v:,.0f}")
                 else:
                     row.append(f"{v:,.0f} (**{v / base:.2f}x**)")
-            if by_impl.get("pyo3") and by_impl.get("pyo3_native"):
-                row.append(f"{by_impl['pyo3_native'] / by_impl['pyo3']:.2f}x")
-            else:
-                row.append("")
+            row.extend(ratio_cells(by_impl))
             out.append("| " + " | ".join(row) + " |")
         out.append("")
     out.append("Reproduce: `scripts/bench-pyo3 --fast` (this section); `scripts/bench-pyo3 --quick` "
@@ -151,6 +164,11 @@ def main():
     p.add_argument("-o", "--output", required=True)
     args = p.parse_args()
     text = section(args)
+    if os.path.exists(args.output):
+        with open(args.output) as f:
+            old = f.read()
+        if KEEP in old:
+            text = text.rstrip("\n") + "\n\n" + KEEP + old.split(KEEP, 1)[1]
     with open(args.output, "w") as f:
         f.write(text)
     for path in args.splice:

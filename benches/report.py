@@ -367,6 +367,20 @@ def pyperformance_section(args, instr_pp, instr_pp_ft=None):
     return out
 
 
+def memory_section(path):
+    """The bytes of one suspended coroutine (benches/memory.py)."""
+    sys.path.insert(0, HERE)
+    import memory
+
+    with open(path) as f:
+        data = json.load(f)
+    return ["## Memory of a suspended coroutine", "",
+            "benches/memory.py (its docstring says what each row includes): "
+            "`pycoro_harness.sleep` against `async def sleep(seconds, result=None): "
+            "await asyncio.sleep(seconds); return result`, each suspended in an "
+            "asyncio task.", "", memory.markdown(data), ""]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--mode", default="normal")
@@ -384,6 +398,7 @@ def main():
     p.add_argument("--instr-pyperformance")
     p.add_argument("--instr-pyperformance-ft")
     p.add_argument("--criterion", help="criterion's output directory")
+    p.add_argument("--memory", help="benches/memory.py's JSON")
     p.add_argument("--load-start", default="?")
     p.add_argument("--load-end", default="?")
     p.add_argument("--started", default="?")
@@ -449,6 +464,8 @@ def main():
     out.extend(suite_section(args, benches, notes, build_notes, instr, ft))
     if args.criterion and os.path.isdir(args.criterion):
         out.extend(criterion_section(args.criterion))
+    if args.memory and os.path.exists(args.memory):
+        out.extend(memory_section(args.memory))
     if args.pyperformance:
         out.extend(pyperformance_section(args, instr_pp, instr_pp_ft))
     else:

@@ -287,8 +287,11 @@ select_variant() {
     VAR_PY="$VAR_PREFIX/bin/python$PY_XY"
     # (An if, not `[[ ]] &&`: the last command's status is the function's,
     # and under set -e a false test would end every other variant's caller.)
+    # A free-threaded build installs python3.13t; a free-threaded
+    # --with-pydebug one python3.13td (its LDVERSION) and no python3.13t.
     case "$VARIANT" in
-        ft | tsan | pristine-ft) VAR_PY+=t ;;
+        ft | pristine-ft) VAR_PY+=t ;;
+        tsan) VAR_PY+=td ;;
     esac
 }
 

@@ -31,6 +31,11 @@ use syn::visit::Visit;
 /// `coroutine_def!`, whose `line!()` is the line of the outermost call.
 pub const DEF_MACROS: [&str; 3] = ["coroutine_def", "generator_def", "async_generator_def"];
 
+/// The macro that defines a native coroutine function (pycoro's
+/// `coroutine_fn!`): the function's `fn` is inside the call, whose
+/// `line!()` is the line of the call (before the `fn`).
+pub const FN_MACRO: &str = "coroutine_fn";
+
 /// One `coroutine_def!` (or `generator_def!`, `async_generator_def!`) call:
 /// its line and its function's first and last lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +97,34 @@ impl<'ast> Visit<'ast> for Finder {
                 last,
             });
         }
+        // `coroutine_fn! { fn name(..) { .. } }`: the function is inside the
+        // macro call, whose `line!()` is the line of the call.
+        let is_fn = m.path.segments.last().is_some_and(|s| s.ident == FN_MACRO);
+        if is_fn {
+            // The `fn` keyword's line, and the closing brace of the first
+            // brace group after it (the function's body).
+            let mut tokens = m.tokens.clone().into_iter();
+            let first = tokens.by_ref().find_map(|t| match t {
+                proc_macro2::TokenTree::Ident(i) if i == "fn" => Some(line(i.span())),
+                _ => None,
+            });
+            let last = tokens.find_map(|t| match t {
+                proc_macro2::TokenTree::Group(g)
+                    if g.delimiter() == proc_macro2::Delimiter::Brace =>
+                {
+                    Some(end_line(g.span_close()))
+                }
+                _ => None,
+            });
+            if let (Some(first), Some(last)) = (first, last) {
+                let macro_line = m.path.segments.first().map_or(0, |s| line(s.ident.span()));
+                self.found.push(FnSpan {
+                    macro_line,
+                    first,
+                    last,
+                });
+            }
+        }
         syn::visit::visit_macro(self, m);
     }
 }
@@ -132,7 +165,11 @@ pub fn spans_table(manifest_dir: &Path) -> String {
         let Ok(source) = std::fs::read_to_string(&path) else {
             continue;
         };
-        if !DEF_MACROS.iter().any(|name| source.contains(name)) {
+        if !DEF_MACROS
+            .iter()
+            .chain([&FN_MACRO])
+            .any(|name| source.contains(name))
+        {
             continue;
         }
         match fn_spans(&source) {
@@ -221,6 +258,28 @@ fn no_def() {}
                     last: 19
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn finds_the_function_inside_coroutine_fn() {
+        let src = r#"
+pycoro::coroutine_fn! {
+    /// doc
+    fn ready(value) {
+        async move {
+            Ok(value)
+        }
+    }
+}
+"#;
+        assert_eq!(
+            fn_spans(src).unwrap(),
+            vec![FnSpan {
+                macro_line: 2,
+                first: 4,
+                last: 8
+            }]
         );
     }
 }

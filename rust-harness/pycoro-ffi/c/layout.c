@@ -57,6 +57,9 @@ pycoro_ffi_constant(int what)
     case 4: return PyUnstable_NATIVE_AWAIT_ITER;
     case 5: return CO_NATIVE;
     case 6: return Py_HAVE_NATIVE_FRAMES;
+    case 7: return CO_GENERATOR;
+    case 8: return CO_COROUTINE;
+    case 9: return CO_ASYNC_GENERATOR;
     }
     return -1000;
 }

@@ -36,7 +36,7 @@
 //! ```
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]
 
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{c_int, c_void};
 use std::sync::OnceLock;
 
 use pyo3_ffi::{Py_ssize_t, PyCodeObject, PyObject, PyThreadState, visitproc};
@@ -66,6 +66,22 @@ const fn parse_u32(s: &str) -> u32 {
 /// `CO_NATIVE` (`Include/cpython/code.h`): the `co_flags` bit of the code
 /// object of a native frame, made by `PyUnstable_Code_NewNative`.
 pub const CO_NATIVE: c_int = 0x1000_0000;
+
+/// `CO_GENERATOR` (`Include/cpython/code.h`): the kind flag a native
+/// generator's code object is made with (`PyUnstable_Code_NewNative`'s
+/// `flags`).  Declared here as well as in `pyo3-ffi` because `pyo3-ffi`
+/// hides the `CO_*` flags under the limited API (`abi3`), where a binding
+/// still compiles its native path and only finds the API absent at run
+/// time.
+pub const CO_GENERATOR: c_int = 0x0020;
+
+/// `CO_COROUTINE`: the kind flag of a native coroutine's code object (see
+/// [`CO_GENERATOR`]).
+pub const CO_COROUTINE: c_int = 0x0080;
+
+/// `CO_ASYNC_GENERATOR`: the kind flag of a native async generator's code
+/// object (see [`CO_GENERATOR`]).
+pub const CO_ASYNC_GENERATOR: c_int = 0x0200;
 
 /// `PyUnstable_NativeStep`: what a step function asks the frame to do next
 /// (a C enum, an `int` in the ABI).
@@ -188,6 +204,7 @@ pub struct NativeFramesApi {
 /// none (see the [crate docs](crate)).  Resolved on the first call (the
 /// symbols of the interpreter, then `PYCORO_NATIVE_FRAMES`), then cached
 /// for the process; cheap afterwards.
+#[inline]
 pub fn api() -> Option<&'static NativeFramesApi> {
     static API: OnceLock<Option<NativeFramesApi>> = OnceLock::new();
     API.get_or_init(resolve).as_ref()
@@ -246,7 +263,7 @@ fn resolve() -> Option<NativeFramesApi> {
 
 #[cfg(all(Py_HAVE_NATIVE_FRAMES, unix))]
 mod sys {
-    use super::{c_char, c_void};
+    use std::ffi::{c_char, c_void};
 
     /// `RTLD_DEFAULT`: `((void *) 0)` in glibc, musl and bionic.
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -307,6 +324,9 @@ mod layout {
             i64::from(PyUnstable_NATIVE_AWAIT_ITER),
             i64::from(CO_NATIVE),
             i64::from(API_VERSION),
+            i64::from(CO_GENERATOR),
+            i64::from(CO_COROUTINE),
+            i64::from(CO_ASYNC_GENERATOR),
         ];
         // SAFETY: a pure C function of an int.
         let c: Vec<i64> = (0..rust.len() as c_int)

@@ -167,6 +167,11 @@ impl CoroutineDef {
         }
     }
 
+    /// The native functions made over the code object.
+    pub(crate) fn functions(&self) -> &FunctionCache {
+        &self.functions
+    }
+
     /// The `co_name` of the code object.
     pub fn name(&self) -> &'static str {
         self.name
@@ -358,7 +363,7 @@ pub(crate) fn publish_current_line(line: u32) {
 }
 
 /// The bookkeeping of a native coroutine, beside its future.
-struct CoroState {
+pub(crate) struct CoroState {
     waker: LazyWaker,
     shared: Shared,
 }
@@ -376,7 +381,7 @@ impl Drop for CoroState {
 /// The body stored in the coroutine's native state: the future, inline
 /// (pinned in the state: no allocation), or boxed when it is too large
 /// or over-aligned for it (see [`Builder::build`]).
-type Body<F> = PinPair<CoroState, F>;
+pub(crate) type Body<F> = PinPair<CoroState, F>;
 
 /// Largest future kept inline in the coroutine object (bytes); a larger
 /// one is boxed, so that the object stays small for CPython's allocator.
@@ -525,7 +530,7 @@ impl Builder {
                 ..Shared::default()
             },
         };
-        if FrameDef::<Body<F>>::FITS && size_of::<F>() <= INLINE_FUTURE_MAX {
+        if fits_inline::<F>() {
             let body = Body::new(state, future);
             raw::new_native_object(py, &def.functions, code, body, self.held, Kind::Coroutine)
         } else {
@@ -534,6 +539,39 @@ impl Builder {
             raw::new_native_object(py, &def.functions, code, body, self.held, Kind::Coroutine)
         }
     }
+}
+
+/// Whether a future of type `F` is kept inline in the coroutine object
+/// (at most `INLINE_FUTURE_MAX` bytes, and not over-aligned); otherwise it
+/// is boxed.
+#[inline(always)]
+pub(crate) fn fits_inline<F>() -> bool
+where
+    F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
+{
+    FrameDef::<Body<F>>::FITS && size_of::<F>() <= INLINE_FUTURE_MAX
+}
+
+/// The body of a native coroutine running `future`, reporting
+/// `first_line` until its first await point (for [`crate::function`]).
+#[inline(always)]
+pub(crate) fn body<F>(first_line: u32, future: F) -> Body<F> {
+    let state = CoroState {
+        waker: LazyWaker::default(),
+        shared: Shared {
+            first_line,
+            ..Shared::default()
+        },
+    };
+    Body::new(state, future)
+}
+
+/// `future`, boxed (for a future too large or over-aligned to be inline).
+pub(crate) fn boxed<F>(future: F) -> BoxFuture
+where
+    F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
+{
+    Box::pin(future)
 }
 
 /// Namespace of the constructors of native coroutines.

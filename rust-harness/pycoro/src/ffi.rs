@@ -15,6 +15,7 @@ use pyo3::exceptions::PyRuntimeError;
 /// The native frames API of the running interpreter, or `RuntimeError` on
 /// one without it (a stock CPython: the same binary imports there, and
 /// only making a native object fails).
+#[inline]
 pub fn api() -> PyResult<&'static NativeFramesApi> {
     pycoro_ffi::api().ok_or_else(|| {
         PyRuntimeError::new_err(

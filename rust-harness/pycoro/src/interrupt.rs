@@ -61,30 +61,33 @@ use crate::coroutine;
 /// coroutine while it waits (see the [module docs](self)).
 pub fn interruptible<F: Future>(future: F) -> Interruptible<F> {
     Interruptible {
-        inner: Box::pin(future),
+        inner: future,
         id: None,
     }
 }
 
-/// The future returned by [`interruptible`].
+/// The future returned by [`interruptible`]: `future`, inline (no
+/// allocation), beside its wait-point id.
 #[must_use = "futures do nothing unless awaited"]
 pub struct Interruptible<F> {
-    inner: Pin<Box<F>>,
+    /// The future (structurally pinned: see `raw::project_interruptible`).
+    pub(crate) inner: F,
     /// Its wait-point id in the coroutine, once it has been `Pending`.
-    id: Option<u64>,
+    pub(crate) id: Option<u64>,
 }
 
 impl<F: Future> Future for Interruptible<F> {
     type Output = PyResult<F::Output>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(err) = self.id.and_then(coroutine::take_interrupt) {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (id, inner) = crate::raw::project_interruptible(self);
+        if let Some(err) = id.and_then(coroutine::take_interrupt) {
             return Poll::Ready(Err(err));
         }
-        match self.inner.as_mut().poll(cx) {
+        match inner.poll(cx) {
             Poll::Ready(v) => Poll::Ready(Ok(v)),
             Poll::Pending => {
-                self.id = coroutine::listen(self.id);
+                *id = coroutine::listen(*id);
                 Poll::Pending
             }
         }

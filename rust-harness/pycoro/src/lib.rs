@@ -16,7 +16,9 @@
 //!   comment: object creation and the C callbacks of the native frame;
 //! - `waker`: the waker of a native coroutine, lock-free when nothing
 //!   waits for it (model-checked with `loom`: see `scripts/test`);
-//! - the public modules: [`coroutine`], [`runtime`], [`interrupt`],
+//! - the public modules: [`coroutine`], [`mod@function`] (native
+//!   coroutine functions without `#[pyfunction]`:
+//!   [`coroutine_fn!`](crate::coroutine_fn)), [`runtime`], [`interrupt`],
 //!   [`mod@panic`], [`lines`] (the Rust source line a native frame
 //!   reports), [`generator`] (Rust iterators as generators), [`stream`]
 //!   (Rust streams as async generators).
@@ -77,6 +79,7 @@
 
 pub mod coroutine;
 mod ffi;
+pub mod function;
 pub mod generator;
 pub mod interrupt;
 pub mod lines;
@@ -87,6 +90,7 @@ pub mod stream;
 mod waker;
 
 pub use coroutine::{CoroutineDef, NativeCoroutine, PyAwait, held, py_await};
+pub use function::CoroutineFn;
 pub use generator::{GeneratorDef, NativeGenerator};
 pub use interrupt::interruptible;
 pub use lines::{LineExt, here, located};

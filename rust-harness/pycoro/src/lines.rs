@@ -185,8 +185,10 @@ pub(crate) fn fn_span(table: Option<&str>, file: &str, macro_line: u32) -> Optio
         let first: u32 = parts.next()?.parse().ok()?;
         let line: u32 = parts.next()?.parse().ok()?;
         let path = parts.next()?;
-        (line == macro_line && file.ends_with(path) && first <= macro_line && macro_line <= last)
-            .then_some((first, last))
+        // The call is inside the function (`coroutine_def!`), or the
+        // function inside the call (`coroutine_fn!`, whose line is before
+        // the `fn`'s).
+        (line == macro_line && file.ends_with(path) && macro_line <= last).then_some((first, last))
     })
 }
 

@@ -26,9 +26,11 @@
 //!
 //! The step is the hot path of every `await` (benches/analysis.md): it
 //! borrows what CPython passes (no reference counting), counts the thread
-//! as attached through pyo3's public `Python::try_attach` (see "Counting the
-//! thread as attached" below), and needs no heap allocation: the body lives
-//! inline in the state.  The frame's line is a plain store into the line
+//! as attached through pyo3's public `Python::attach_unchecked` (see
+//! "Counting the thread as attached" below), and needs no heap allocation:
+//! the body lives inline in the state.  The C function of a
+//! [`crate::function`] does not count the thread at all (it drops no
+//! `Py<T>`: see [`fastcall_trampoline`]).  The frame's line is a plain store into the line
 //! slot of the state (`lineno_offset`), which CPython reads only when it
 //! needs the line.
 
@@ -42,10 +44,14 @@ use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
-use pyo3::exceptions::PySystemError;
+use std::ffi::CStr;
+
+use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyCFunction, PyDict, PyString, PyTuple};
+
+use crate::function::CoroutineFn;
 
 use crate::ffi;
 use crate::waker::LazyWaker;
@@ -363,6 +369,52 @@ pub(crate) fn new_native_object<'py, B: NativeBody>(
             (made.0.as_borrowed(), made.1)
         }
     };
+    let (coro, slot) = alloc_native_object::<B>(py, func, def, kind)?;
+    write_slot(slot, body, held);
+    Ok(coro)
+}
+
+/// [`new_native_object`] for a caller that pyo3 does not count as
+/// attached (its token is `Python::assume_attached`'s: see
+/// [`fastcall_trampoline`]), without held objects: nothing here drops a
+/// `Py<T>` (which pyo3 would then queue rather than release).  The body is
+/// made by `make_body` only once the object exists, so a failure has no
+/// body to drop; and the first call for a body type (which makes the code
+/// object and the native function, running Python code) runs counted.
+#[inline(always)]
+pub(crate) fn new_native_object_uncounted<'py, B: NativeBody>(
+    py: Python<'py>,
+    functions: &FunctionCache,
+    code: impl Fn() -> PyResult<CodeAndGlobals<'py>>,
+    make_body: impl FnOnce() -> B,
+    kind: Kind,
+) -> PyResult<Bound<'py, PyAny>> {
+    let first = functions
+        .first
+        .get(py)
+        .filter(|f| f.body == TypeId::of::<B>() && FrameDef::<B>::FITS);
+    let Some(first) = first else {
+        // SAFETY: the GIL is held (the caller's token).
+        return unsafe {
+            attached(|_| new_native_object(py, functions, code, make_body(), Vec::new(), kind))
+        };
+    };
+    let (coro, slot) = alloc_native_object::<B>(py, first.func.bind_borrowed(py), first.def, kind)?;
+    write_slot(slot, make_body(), Vec::new());
+    Ok(coro)
+}
+
+/// `PyUnstable_Coro_NewNative`, `PyUnstable_Gen_NewNative` or
+/// `PyUnstable_AsyncGen_NewNative(func, NULL, NULL)` as `kind` says, and
+/// the zero-filled state of the new object, checked to be `def`'s, for
+/// [`write_slot`].  Drops no `Py<T>`.
+#[inline(always)]
+fn alloc_native_object<'py, B: NativeBody>(
+    py: Python<'py>,
+    func: Borrowed<'_, 'py, PyAny>,
+    def: &'static ffi::PyUnstable_NativeFrameDef,
+    kind: Kind,
+) -> PyResult<(Bound<'py, PyAny>, SlotPtr<B>)> {
     let api = ffi::api()?;
     let constructor = match kind {
         Kind::Coroutine => api.PyUnstable_Coro_NewNative,
@@ -381,25 +433,37 @@ pub(crate) fn new_native_object<'py, B: NativeBody>(
     };
     // `def` is the definition `func` was made with (CPython compares the
     // pointer), that of `B`.
-    let state = native_state(&coro, def)?;
+    let state = native_state_with(api, &coro, def)?;
     if (state as usize) % align_of::<Slot<B>>() != 0 {
         return Err(PySystemError::new_err("native frame state is misaligned"));
     }
-    let slot = state.cast::<Slot<B>>();
-    // SAFETY: `state` is the native state of `coro`, made from `def`, the
-    // definition of `B` (the function was made for `TypeId::of::<B>()`):
-    // CPython guarantees it points to `def.state_size` (=
-    // size_of::<Slot<B>>(), as FITS holds) zero-filled bytes, 16-byte
-    // aligned (checked against Slot's alignment), owned by `coro`, which
-    // nothing else has seen yet: writing the slot cannot race or overwrite
-    // a body.  Field by field, so that the body is moved straight into
-    // place; `line` stays 0 (zero bytes are a valid `Cell<c_int>`).
+    Ok((coro, SlotPtr(state.cast::<Slot<B>>())))
+}
+
+/// The zero-filled state of an object [`alloc_native_object`] just made
+/// for bodies of type `B` (private: only that function makes one, and
+/// [`write_slot`] consumes it).
+struct SlotPtr<B>(*mut Slot<B>);
+
+/// Write `held` and the body into the state `slot` (once).
+#[inline(always)]
+fn write_slot<B: NativeBody>(slot: SlotPtr<B>, body: B, held: Vec<Py<PyAny>>) {
+    let slot = slot.0;
+    // SAFETY: `slot` comes from `alloc_native_object` (a `SlotPtr` is made
+    // nowhere else and is consumed here): it is the native state of a new
+    // object made from the definition of `B` (the function was made for
+    // `TypeId::of::<B>()`): CPython guarantees it points to
+    // `def.state_size` (= size_of::<Slot<B>>(), as FITS holds)
+    // zero-filled bytes, 16-byte aligned (checked against Slot's
+    // alignment), owned by the object, which nothing else has seen yet:
+    // writing the slot cannot race or overwrite a body.  Field by field,
+    // so that the body is moved straight into place; `line` stays 0 (zero
+    // bytes are a valid `Cell<c_int>`).
     unsafe {
         (&raw mut (*slot).held).write(MaybeUninit::new(held));
         (&raw mut (*slot).body).write(MaybeUninit::new(body));
         (&raw mut (*slot).init).write(true);
     }
-    Ok(coro)
 }
 
 /// Take the raised exception (if any) as a `PyErr`, without PyO3's special
@@ -477,17 +541,21 @@ fn raise(py: Python<'_>, err: PyErr) {
 // them is not released but queued in pyo3's deferred-decref pool (until
 // the next pyo3 call), which delays `__del__`, finalizers and the "never
 // awaited" warning of objects a body releases.  So both callbacks run
-// inside `Python::try_attach` (public, semver-covered API).  When pyo3's
-// count is zero (the usual case: CPython, not pyo3, called us) it calls
+// inside `Python::attach_unchecked` (public, semver-covered API: it is
+// `Python::try_attach` without the checks whose answer a CPython callback
+// already knows, about 30 instructions less).  When pyo3's count is zero
+// (the usual case: CPython, not pyo3, called us) it calls
 // `PyGILState_Ensure`, which finds this thread's state current and only
-// bumps a counter, and `PyGILState_Release` after; when it is not (a step
-// run by a `send` called from Rust), it only counts.
+// bumps a counter, and `PyGILState_Release` after (about 180 instructions
+// per callback in all, benches/analysis.md); when it is not (a step run by
+// a `send` called from Rust), it only counts.
 //
-// `try_attach` refuses (`None`) while the interpreter finalizes (CPython
-// still closes and frees coroutines then, e.g. those left in module
-// globals), and during a pyo3 `__traverse__` (where CPython never steps
-// or clears a frame).  The GIL is held all the same (CPython's contract
-// for both callbacks), so the callback then runs with the token of
+// While the interpreter finalizes (CPython still closes and frees
+// coroutines then, e.g. those left in module globals) `Python::attach`
+// would refuse, so the callbacks do not attach; nor could they during a
+// pyo3 `__traverse__`, where CPython never steps or clears a frame.  The
+// GIL is held all the same (CPython's contract for both callbacks), so the
+// callback then runs with the token of
 // `Python::assume_attached`: pyo3 queues what the body releases instead of
 // releasing it (at shutdown: a leak, not a fault), and a `Python::attach`
 // inside the body panics, which the step reports as `PanicException` like
@@ -501,13 +569,20 @@ fn raise(py: Python<'_>, err: PyErr) {
 /// The thread holds the GIL (it is inside a CPython callback that
 /// guarantees it).
 #[inline(always)]
-unsafe fn attached<R>(f: impl Copy + for<'py> FnOnce(Python<'py>) -> R) -> R {
-    match Python::try_attach(f) {
-        Some(r) => r,
+unsafe fn attached<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+    // SAFETY: no precondition (a read of the runtime's finalizing flag).
+    if unsafe { ffi::Py_IsFinalizing() } != 0 {
         // SAFETY: the GIL is held (the contract above); the token lives
         // for this call only.
-        None => f(unsafe { Python::assume_attached() }),
+        return f(unsafe { Python::assume_attached() });
     }
+    // SAFETY: `Python::attach` would succeed here: the interpreter is
+    // initialized and not finalizing (checked above; a CPython callback
+    // runs only in a running interpreter), and CPython never steps or
+    // clears a frame inside a pyo3 `__traverse__` (which cannot run
+    // Python code).  This is `Python::try_attach` without the checks we
+    // already know the answer to.
+    unsafe { Python::attach_unchecked(f) }
 }
 
 /// The step of `FrameDef::<B>::DEF`.  The thread state is not needed:
@@ -609,7 +684,12 @@ unsafe fn step_attached<B: NativeBody>(
         // state is that of a `FrameDef::<B>::DEF` frame, GIL held, the
         // step of this object is not re-entered and `clear` does not run
         // while it runs: the contract of `drop_slot`.
-        unsafe { drop_slot::<B>(py, slot) };
+        let raised = if kind == ffi::PyUnstable_NATIVE_RETURN {
+            MaybeRaised::No
+        } else {
+            MaybeRaised::Maybe
+        };
+        unsafe { drop_slot::<B>(py, slot, raised) };
     }
     kind
 }
@@ -652,12 +732,21 @@ unsafe extern "C" fn clear_trampoline<B: NativeBody>(state: *mut c_void) {
     }
     let clear = move |py: Python<'_>| {
         // SAFETY: as above: the contract of `drop_slot`.
-        unsafe { drop_slot::<B>(py, slot) }
+        unsafe { drop_slot::<B>(py, slot, MaybeRaised::Maybe) }
     };
     // SAFETY: CPython calls `clear` with the GIL held.  A panic of pyo3's
     // attach itself cannot be reported from here (no return value): it is
     // dropped rather than unwound into C.
     let _ = catch_unwind(AssertUnwindSafe(|| unsafe { attached(clear) }));
+}
+
+/// Whether an exception may be set when [`drop_slot`] runs: not after a
+/// step that returned (it set none), maybe after one that raised and in
+/// `clear`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MaybeRaised {
+    No,
+    Maybe,
 }
 
 /// Drop what the state holds (the `held` objects, then the body) and mark
@@ -670,7 +759,7 @@ unsafe extern "C" fn clear_trampoline<B: NativeBody>(state: *mut c_void) {
 /// borrow of its body or `held` alive: in `clear` (exactly once per
 /// object, never while its step runs, possibly on a zero-filled state), or
 /// at the end of the step that finished the frame.
-unsafe fn drop_slot<B: NativeBody>(py: Python<'_>, slot: *mut Slot<B>) {
+unsafe fn drop_slot<B: NativeBody>(py: Python<'_>, slot: *mut Slot<B>, raised: MaybeRaised) {
     // SAFETY: see the contract above.  `init` is reset first, so even a
     // panicking drop leaves no second drop, and `traverse` (which the drops
     // may trigger) sees an empty state.  `held` goes first, then the body
@@ -682,7 +771,12 @@ unsafe fn drop_slot<B: NativeBody>(py: Python<'_>, slot: *mut Slot<B>) {
         (*slot).init = false;
         ((*slot).held.assume_init_read(), &raw mut (*slot).body)
     };
-    let pending = take_raised(py);
+    // SAFETY: GIL held; reads the thread's raised exception, if any.
+    let pending = if raised == MaybeRaised::No || unsafe { ffi::PyErr_Occurred() }.is_null() {
+        None
+    } else {
+        take_raised(py)
+    };
     // The held objects can run `__del__`: no lock or borrow is held here.
     let dropped = catch_unwind(AssertUnwindSafe(|| {
         drop(held);
@@ -913,15 +1007,239 @@ impl<R, F> PinPair<R, F> {
     }
 }
 
+// Native coroutine functions (`crate::function`): a builtin function
+// made from a `PyMethodDef` whose C function binds the arguments and makes
+// the coroutine, without pyo3's `#[pyfunction]` machinery.
+
+/// The `PyMethodDef` of the native coroutine function `T`, as an
+/// associated constant (`&MethodDef::<T, N>::DEF` is a `&'static`:
+/// constant promotion, as for [`FrameDef`]).
+struct MethodDef<T, const N: usize>(PhantomData<T>);
+
+impl<T: CoroutineFn<N>, const N: usize> MethodDef<T, N> {
+    const DEF: ffi::PyMethodDef = ffi::PyMethodDef {
+        ml_name: T::NAME.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: fastcall_trampoline::<T, N>,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: T::DOC.as_ptr(),
+    };
+}
+
+/// The builtin function object of `T` (`PyCFunction_NewEx`), with
+/// `module` as its `__self__` and its name as `__module__`, as
+/// `#[pyfunction]`'s are.
+pub(crate) fn new_coroutine_function<'py, T: CoroutineFn<N>, const N: usize>(
+    module: &Bound<'py, PyModule>,
+) -> PyResult<Bound<'py, PyCFunction>> {
+    let py = module.py();
+    let def: &'static ffi::PyMethodDef = &MethodDef::<T, N>::DEF;
+    let name = module.name()?;
+    // SAFETY: GIL held (Bound); `def` is 'static and never written (CPython
+    // takes a mutable pointer but only reads a method definition); `module`
+    // and `name` are live objects borrowed for the call (CPython takes its
+    // own references); the result is a new reference or NULL with an
+    // exception set.
+    unsafe {
+        let f = ffi::PyCFunction_NewEx(
+            std::ptr::from_ref(def).cast_mut(),
+            module.as_ptr(),
+            name.as_ptr(),
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, f)?.cast_into_unchecked())
+    }
+}
+
+/// The C function of [`MethodDef`] (`METH_FASTCALL | METH_KEYWORDS`):
+/// bind the arguments as an `async def T(params...)` binds them, then make
+/// the coroutine with [`crate::function::make`].
+///
+/// The thread is not counted as attached by pyo3 here (that would cost a
+/// `PyGILState_Ensure`/`Release` pair per call, see "Counting the thread
+/// as attached"): the token is `Python::assume_attached`'s, and nothing on
+/// the way to the new object drops a `Py<T>` (`make` makes the body only
+/// once the object exists, and runs the first call for a body type
+/// counted); an error is raised counted, so that what it releases is
+/// released at once.
+unsafe extern "C" fn fastcall_trampoline<T: CoroutineFn<N>, const N: usize>(
+    _module: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a builtin function with the GIL held; the
+    // token lives for this call.
+    let py = unsafe { Python::assume_attached() };
+    let made = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the vectorcall contract of METH_FASTCALL | METH_KEYWORDS:
+        // `args` holds `nargs` positional arguments followed by one value
+        // per name of `kwnames` (NULL or a tuple of str), all borrowed for
+        // the call.
+        let bound = unsafe { bind_arguments(py, T::NAME, &T::PARAMS, args, nargs, kwnames) }?;
+        crate::function::make::<T, N>(py, bound)
+    }));
+    match made {
+        Ok(Ok(obj)) => obj.into_ptr(),
+        Ok(Err(err)) => {
+            // SAFETY: the GIL is held (above).
+            unsafe { attached(|py| err.restore(py)) };
+            std::ptr::null_mut()
+        }
+        Err(payload) => {
+            // SAFETY: the GIL is held (above).
+            let raised = catch_unwind(AssertUnwindSafe(|| unsafe {
+                attached(|py| raise(py, crate::panic::panic_to_pyerr(py, payload)))
+            }));
+            if raised.is_err() {
+                set_system_error();
+            }
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Bind a vectorcall's arguments to the parameters `params` of `name` as
+/// CPython binds those of `async def name(params...)` (all positional or
+/// keyword, none optional), with its `TypeError` messages.
+///
+/// # Safety
+/// The vectorcall contract: `args` points to `nargs` positional values
+/// then one value per name in `kwnames` (NULL, or a tuple of str), all
+/// live and borrowed for `'a`; GIL held.
+unsafe fn bind_arguments<'a, 'py, const N: usize>(
+    py: Python<'py>,
+    name: &CStr,
+    params: &[&'static str; N],
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<[Borrowed<'a, 'py, PyAny>; N]> {
+    // In CPython's order (`initialize_locals`): the positional arguments
+    // that fit, the keywords, then too many positional, then missing.
+    let nargs = usize::try_from(nargs).unwrap_or(0);
+    let mut slots = [std::ptr::null_mut::<ffi::PyObject>(); N];
+    let fit = nargs.min(N);
+    // SAFETY: `args` holds at least `nargs` values (the contract).
+    slots[..fit].copy_from_slice(unsafe { std::slice::from_raw_parts(args, fit) });
+    if !kwnames.is_null() {
+        // SAFETY: a non-NULL `kwnames` is a live tuple (the contract).
+        let kwnames = unsafe { Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>() };
+        for (j, kw) in kwnames.iter_borrowed().enumerate() {
+            // SAFETY: one value per keyword name follows the positional
+            // ones (the contract).
+            let value = unsafe { *args.add(nargs + j) };
+            let kw = kw.cast::<PyString>()?;
+            let kw = kw.to_cow()?;
+            let Some(i) = params.iter().position(|p| *p == kw) else {
+                return Err(keyword_error(name, &kw, None));
+            };
+            if !slots[i].is_null() {
+                return Err(keyword_error(name, &kw, Some(params[i])));
+            }
+            slots[i] = value;
+        }
+    }
+    if nargs > N {
+        return Err(too_many_arguments(name, N, nargs));
+    }
+    if slots.iter().any(|p| p.is_null()) {
+        return Err(missing_arguments(name, params, &slots));
+    }
+    // SAFETY: every slot is now a live object borrowed for 'a (checked
+    // non-NULL above; from `args`, the contract).
+    Ok(slots.map(|p| unsafe { Borrowed::from_ptr(py, p) }))
+}
+
+/// The `TypeError` of a call with `nargs` positional arguments to a
+/// function of `n` parameters.
+#[cold]
+#[inline(never)]
+fn too_many_arguments(name: &CStr, n: usize, nargs: usize) -> PyErr {
+    PyTypeError::new_err(format!(
+        "{}() takes {n} positional argument{} but {nargs} {} given",
+        name.to_string_lossy(),
+        if n == 1 { "" } else { "s" },
+        if nargs == 1 { "was" } else { "were" },
+    ))
+}
+
+/// The `TypeError` of a keyword argument `kw` that is no parameter
+/// (`param` None) or names one already given (`param`).
+#[cold]
+#[inline(never)]
+fn keyword_error(name: &CStr, kw: &str, param: Option<&str>) -> PyErr {
+    let name = name.to_string_lossy();
+    PyTypeError::new_err(match param {
+        None => format!("{name}() got an unexpected keyword argument '{kw}'"),
+        Some(p) => format!("{name}() got multiple values for argument '{p}'"),
+    })
+}
+
+/// The `TypeError` of a call that left the parameters whose slots are
+/// NULL without a value.
+#[cold]
+#[inline(never)]
+fn missing_arguments(name: &CStr, params: &[&str], slots: &[*mut ffi::PyObject]) -> PyErr {
+    let name = name.to_string_lossy();
+    let missing: Vec<String> = params
+        .iter()
+        .zip(slots)
+        .filter(|(_, slot)| slot.is_null())
+        .map(|(param, _)| format!("'{param}'"))
+        .collect();
+    {
+        let list = match missing.as_slice() {
+            [one] => one.clone(),
+            [a, b] => format!("{a} and {b}"),
+            [rest @ .., last] => format!("{}, and {last}", rest.join(", ")),
+            [] => String::new(),
+        };
+        PyTypeError::new_err(format!(
+            "{name}() missing {} required positional argument{}: {list}",
+            missing.len(),
+            if missing.len() == 1 { "" } else { "s" },
+        ))
+    }
+}
+
+/// The pin projection of an [`Interruptible`](crate::interrupt::Interruptible):
+/// its wait-point id (not pinned) and its future (pinned).
+#[inline]
+pub(crate) fn project_interruptible<F>(
+    this: Pin<&mut crate::interrupt::Interruptible<F>>,
+) -> (&mut Option<u64>, Pin<&mut F>) {
+    // SAFETY: pin projection as `pin-project` does it: `Interruptible` has
+    // no `Drop` impl and is not `repr(packed)`; it is `Unpin` only when `F`
+    // is (auto trait), so `inner` is never moved out of a pinned value (its
+    // fields are private to the crate, and nothing else moves them); `id`
+    // is never treated as pinned.
+    unsafe {
+        let this = this.get_unchecked_mut();
+        (&mut this.id, Pin::new_unchecked(&mut this.inner))
+    }
+}
+
 /// `PyUnstable_Gen_GetNativeState(obj, def)`: the native state of `obj`, a
 /// generator, coroutine or async generator made from `def`; `TypeError`
 /// if it has no native frame or was made from another definition (CPython
 /// checks the owner).
+#[cfg(test)]
 fn native_state(
     obj: &Bound<'_, PyAny>,
     def: &'static ffi::PyUnstable_NativeFrameDef,
 ) -> PyResult<*mut c_void> {
-    let get_state = ffi::api()?.PyUnstable_Gen_GetNativeState;
+    native_state_with(ffi::api()?, obj, def)
+}
+
+/// [`native_state`] with the API already found.
+#[inline(always)]
+fn native_state_with(
+    api: &ffi::NativeFramesApi,
+    obj: &Bound<'_, PyAny>,
+    def: &'static ffi::PyUnstable_NativeFrameDef,
+) -> PyResult<*mut c_void> {
+    let get_state = api.PyUnstable_Gen_GetNativeState;
     // SAFETY: GIL held (Bound); `obj` is live, `def` a valid definition;
     // returns NULL with TypeError set if `obj` has no native frame or was
     // made from another definition.

@@ -113,13 +113,15 @@
 //! });
 //! ```
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -328,11 +330,126 @@ struct SleepShared {
     waker: Mutex<Option<Waker>>,
 }
 
-/// A timer that a dedicated Rust thread completes after `duration`: the
-/// coroutine is woken from a thread that is not the event loop's.  Meant for
-/// tests and demonstrations (one thread per sleep), not as a timer wheel.
-/// The native frame reports the caller's line while suspended
-/// (`#[track_caller]`, see [`crate::lines`]).
+impl SleepShared {
+    /// What the timer thread does at the deadline: mark done, wake.
+    fn fire(&self) {
+        self.done.store(true, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// A pending [`Sleep`] in the timer thread's queue, ordered by deadline
+/// (then by arrival, so that equal deadlines fire in order).
+struct Deadline {
+    at: Instant,
+    seq: u64,
+    shared: Arc<SleepShared>,
+}
+
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Deadline {}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The queue of the one timer thread (`pycoro-sleep`) that completes every
+/// [`Sleep`] of the process: a min-heap of deadlines and a condition
+/// variable the thread waits on until the earliest one (or a new, earlier
+/// one).
+struct Timers {
+    queue: Mutex<(BinaryHeap<Reverse<Deadline>>, u64)>,
+    changed: Condvar,
+}
+
+impl Timers {
+    /// The process's timers, with their thread started on first use.
+    fn get() -> &'static Timers {
+        static TIMERS: OnceLock<&'static Timers> = OnceLock::new();
+        TIMERS.get_or_init(|| {
+            let timers: &'static Timers = Box::leak(Box::new(Timers {
+                queue: Mutex::new((BinaryHeap::new(), 0)),
+                changed: Condvar::new(),
+            }));
+            std::thread::Builder::new()
+                .name("pycoro-sleep".into())
+                .spawn(move || timers.run())
+                .expect("cannot spawn the sleep thread");
+            timers
+        })
+    }
+
+    /// Complete `shared` at `at`.
+    fn add(&self, at: Instant, shared: Arc<SleepShared>) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let (heap, seq) = &mut *queue;
+        *seq += 1;
+        let earliest = heap.peek().is_none_or(|Reverse(d)| at < d.at);
+        heap.push(Reverse(Deadline {
+            at,
+            seq: *seq,
+            shared,
+        }));
+        drop(queue);
+        if earliest {
+            self.changed.notify_one();
+        }
+    }
+
+    /// The timer thread: fire each deadline when it comes (the wake-up
+    /// outside the lock), sleep until the next one.
+    fn run(&self) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = Instant::now();
+            match queue.0.peek() {
+                None => {
+                    queue = self.changed.wait(queue).unwrap_or_else(|p| p.into_inner());
+                }
+                Some(Reverse(d)) if d.at <= now => {
+                    let Some(Reverse(d)) = queue.0.pop() else {
+                        continue;
+                    };
+                    drop(queue);
+                    d.shared.fire();
+                    drop(d);
+                    queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                }
+                Some(Reverse(d)) => {
+                    let wait = d.at - now;
+                    queue = self
+                        .changed
+                        .wait_timeout(queue, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// A timer that a Rust thread completes after `duration`: the coroutine is
+/// woken from a thread that is not the event loop's (one timer thread for
+/// the process, `pycoro-sleep`, holding a queue of deadlines).  Meant for
+/// tests and demonstrations, not as a timer wheel.  The native frame
+/// reports the caller's line while suspended (`#[track_caller]`, see
+/// [`crate::lines`]).
 #[track_caller]
 pub fn sleep(duration: Duration) -> Sleep {
     Sleep {
@@ -365,24 +482,25 @@ impl Future for Sleep {
         crate::lines::record(self.location);
         if !self.started {
             self.started = true;
-            let shared = self.shared.clone();
-            let duration = self.duration;
-            std::thread::Builder::new()
-                .name("pycoro-sleep".into())
-                .spawn(move || {
-                    std::thread::sleep(duration);
-                    shared.done.store(true, Ordering::Release);
-                    let waker = shared
-                        .waker
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .take();
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
-                })
-                .expect("cannot spawn the sleep thread");
+            // A deadline past what `Instant` holds never comes.
+            if let Some(at) = Instant::now().checked_add(self.duration) {
+                Timers::get().add(at, self.shared.clone());
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        // The queue may keep the shared state until the deadline: release
+        // the waker (the coroutine's wake signal) now.
+        let waker = self
+            .shared
+            .waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(waker);
     }
 }

@@ -21,10 +21,37 @@ mod frames;
 mod generators;
 mod loops;
 
-/// `async def ready(value): return value`
-#[pyfunction]
-fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
-    NativeCoroutine::new(py, coroutine_def!("ready"), async move { Ok(value) })
+pycoro::coroutine_fn! {
+    /// `async def ready(value): return value`
+    fn ready(value) {
+        async move { Ok(value) }
+    }
+}
+
+pycoro::coroutine_fn! {
+    /// `async def pair(first, second): return (first, second)`
+    fn pair(first, second) {
+        async move { Python::attach(|py| Ok(PyTuple::new(py, [first, second])?.into_any().unbind())) }
+    }
+}
+
+pycoro::coroutine_fn! {
+    /// `async def nothing(): return None`
+    fn nothing() {
+        async move { Ok(Python::attach(|py| py.None())) }
+    }
+}
+
+pycoro::coroutine_fn! {
+    /// `async def call_first(f): f(); return "called"`: the whole body, not
+    /// only its `async` block, runs at the first step, as an async def's.
+    fn call_first(f) {
+        let called = Python::attach(|py| f.call0(py).map(drop));
+        async move {
+            called?;
+            Python::attach(|py| Ok(pyo3::types::PyString::new(py, "called").into_any().unbind()))
+        }
+    }
 }
 
 /// `async def fail(exc): raise exc`
@@ -71,13 +98,11 @@ fn panic_(py: Python<'_>, msg: String) -> PyResult<Bound<'_, PyAny>> {
     })
 }
 
-/// `async def await_(aw): return await aw`
-#[pyfunction]
-#[pyo3(name = "await_")]
-fn await_(py: Python<'_>, awaitable: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
-    NativeCoroutine::new(py, coroutine_def!("await_"), async move {
-        py_await(awaitable).await
-    })
+pycoro::coroutine_fn! {
+    /// `async def await_(aw): return await aw`
+    fn await_(aw) {
+        async move { py_await(aw).await }
+    }
 }
 
 /// `async def await_all(*aws): return [await aw for aw in aws]`
@@ -229,12 +254,15 @@ fn ping(py: Python<'_>, n: usize) -> PyResult<Bound<'_, PyAny>> {
 /// free-threaded interpreter leaves the GIL off (`sys._is_gil_enabled()`).
 #[pymodule(gil_used = false)]
 fn pycoro_harness(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(ready, m)?)?;
+    ready::add_to(m)?;
     m.add_function(wrap_pyfunction!(fail, m)?)?;
     m.add_function(wrap_pyfunction!(yield_now, m)?)?;
     m.add_function(wrap_pyfunction!(sleep, m)?)?;
     m.add_function(wrap_pyfunction!(panic_, m)?)?;
-    m.add_function(wrap_pyfunction!(await_, m)?)?;
+    await_::add_to(m)?;
+    pair::add_to(m)?;
+    nothing::add_to(m)?;
+    call_first::add_to(m)?;
     m.add_function(wrap_pyfunction!(await_all, m)?)?;
     m.add_function(wrap_pyfunction!(catch, m)?)?;
     m.add_function(wrap_pyfunction!(hold, m)?)?;

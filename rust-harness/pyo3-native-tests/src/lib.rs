@@ -10,7 +10,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use pyo3::coroutine::{CancelHandle, await_py};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyAssertionError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -87,6 +87,25 @@ pub async fn await_twice(a: Py<PyAny>, b: Py<PyAny>) -> PyResult<Py<PyAny>> {
     Python::attach(|py| Ok(x.bind(py).add(y.bind(py))?.unbind()))
 }
 
+/// A value aligned to 64 bytes (more than the 16 of a native state).
+#[repr(align(64))]
+struct Aligned(u8);
+
+/// `await_it` holding a 64-byte aligned value across the await: a future
+/// more aligned than the native state, which the backend keeps boxed.
+/// Raises `AssertionError` if the value is misaligned or changed after the
+/// await.
+#[pyfunction]
+pub async fn await_aligned(awaitable: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    let held = Aligned(7);
+    let value = await_py(awaitable).await?;
+    let held = std::hint::black_box(&held);
+    if (held as *const Aligned as usize) % 64 != 0 || held.0 != 7 {
+        return Err(PyAssertionError::new_err("the held value moved or changed"));
+    }
+    Ok(value)
+}
+
 #[pyfunction]
 pub async fn panic(message: String) {
     panic!("{message}");
@@ -142,6 +161,10 @@ pub fn namespace(py: Python<'_>) -> Bound<'_, PyDict> {
     add(
         "await_twice",
         wrap_pyfunction!(await_twice, py).unwrap().into_any(),
+    );
+    add(
+        "await_aligned",
+        wrap_pyfunction!(await_aligned, py).unwrap().into_any(),
     );
     add("panic", wrap_pyfunction!(panic, py).unwrap().into_any());
     add(

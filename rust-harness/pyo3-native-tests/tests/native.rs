@@ -234,6 +234,17 @@ fn await_py_gives_results_and_exceptions_as_await_does() {
 
             # a native coroutine awaiting another one
             assert asyncio.run(await_it(await_it(ready(9)))) == 9
+
+            # a future more aligned than the native state (kept boxed)
+            c = await_aligned(inner(4))
+            assert type(c) is types.CoroutineType
+            c.close()
+            for f in (await_aligned, await_it_twin):
+                assert asyncio.run(f(inner(4))) == 4
+                assert run_bare(f(inner(6))) == (6, 1)
+                e = caught(f)
+                assert e is E, e
+                E.__traceback__ = None
             "#,
         );
     });
