@@ -21,7 +21,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import coro_bench as cb  # noqa: E402
-from report import fmt_time, load_suite  # noqa: E402
+from report import fmt_time, instr_cells, load_suite  # noqa: E402
 
 TITLE = "## PyO3's async fn: native frames against PyO3's Coroutine"
 IMPLS = [("async_def", "async def"),
@@ -116,16 +116,7 @@ def section(args):
         out.append("")
         out.extend(header())
         for case, by_impl in instr.items():
-            row = [f"`{case}`"]
-            base = by_impl.get("async_def")
-            for impl, _ in IMPLS:
-                v = by_impl.get(impl)
-                if v is None:
-                    row.append("n/a")
-                elif impl == "async_def" or not base:
-                    row.append(f"{v:,.0f}")
-                else:
-                    row.append(f"{v:,.0f} (**{v / base:.2f}x**)")
+            row = [f"`{case}`", *instr_cells(by_impl, [impl for impl, _ in IMPLS])]
             row.extend(ratio_cells(by_impl))
             out.append("| " + " | ".join(row) + " |")
         out.append("")
