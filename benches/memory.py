@@ -15,9 +15,10 @@ suspend their task on one asyncio future).  N coroutines of each are made
 and run as asyncio tasks until every one is suspended in its sleep; the
 numbers, per coroutine:
 
-- `getsizeof`: `sys.getsizeof(coro)` while suspended.  For a native
-  coroutine it does not count the native state (3.13's `gen_sizeof` counts
-  the frame's slots only), which is why the next row exists.
+- `getsizeof`: `sys.getsizeof(coro)` while suspended.  It counts a
+  native coroutine's native state since the series' gen_sizeof() fix
+  (patch 0004, 2026-12-01; before, it read Py_SIZE(), which a generator
+  does not keep); the next row is what tracemalloc sees allocated.
 - `object`: what tracemalloc sees allocated by making the coroutines (not
   started), divided by N: the coroutine object as allocated, for a native
   one with its native state, where the Rust future lives inline (boxed
