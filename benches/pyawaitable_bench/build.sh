@@ -14,6 +14,7 @@
 # assert() in PyAwaitable_SetResult() tests the type of the type and fails
 # on every call otherwise.  Idempotent: recompiles and overwrites.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 handle_help "$@"
 
