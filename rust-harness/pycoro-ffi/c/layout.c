@@ -16,6 +16,7 @@ enum {
     PYCORO_FFI_OFFSETOF_CLEAR,
     PYCORO_FFI_OFFSETOF_STATE_SIZE,
     PYCORO_FFI_OFFSETOF_LINENO_OFFSET,
+    PYCORO_FFI_OFFSETOF_FLAGS,
     PYCORO_FFI_SIZEOF_STEP_ENUM,
 };
 
@@ -39,6 +40,8 @@ pycoro_ffi_layout(int what)
         return (long long)offsetof(PyUnstable_NativeFrameDef, state_size);
     case PYCORO_FFI_OFFSETOF_LINENO_OFFSET:
         return (long long)offsetof(PyUnstable_NativeFrameDef, lineno_offset);
+    case PYCORO_FFI_OFFSETOF_FLAGS:
+        return (long long)offsetof(PyUnstable_NativeFrameDef, flags);
     case PYCORO_FFI_SIZEOF_STEP_ENUM:
         return (long long)sizeof(PyUnstable_NativeStep);
     }
@@ -60,6 +63,7 @@ pycoro_ffi_constant(int what)
     case 7: return CO_GENERATOR;
     case 8: return CO_COROUTINE;
     case 9: return CO_ASYNC_GENERATOR;
+    case 10: return PyUnstable_NATIVE_KEEP_HANDLED_EXCEPTION;
     }
     return -1000;
 }

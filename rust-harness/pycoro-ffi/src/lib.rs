@@ -36,7 +36,7 @@
 //! ```
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]
 
-use std::ffi::{c_int, c_void};
+use std::ffi::{c_int, c_uint, c_void};
 use std::sync::OnceLock;
 
 use pyo3_ffi::{Py_ssize_t, PyCodeObject, PyObject, PyThreadState, visitproc};
@@ -140,7 +140,18 @@ pub struct PyUnstable_NativeFrameDef {
     pub state_size: Py_ssize_t,
     /// If positive, the offset in the state of the C `int` line slot.
     pub lineno_offset: Py_ssize_t,
+    /// `PyUnstable_NATIVE_*` flags ([`PyUnstable_NATIVE_KEEP_HANDLED_EXCEPTION`]),
+    /// or 0.  Added after the first version of the structure: a definition
+    /// whose `size` stops before it has none.
+    pub flags: c_uint,
 }
+
+/// A flag of [`PyUnstable_NativeFrameDef::flags`]: after a step that
+/// received an exception, the frame keeps the handled exception the step
+/// left (`PyErr_SetHandledException`) instead of getting back the one it
+/// had before the call; for steps generated from code whose `except`
+/// blocks go on across an await or a yield.
+pub const PyUnstable_NATIVE_KEEP_HANDLED_EXCEPTION: c_uint = 0x1;
 
 /// `PyUnstable_Code_NewNative(filename, name, qualname, firstlineno,
 /// nlines, flags, argnames)`.
@@ -308,6 +319,7 @@ mod layout {
             offset_of!(D, clear),
             offset_of!(D, state_size),
             offset_of!(D, lineno_offset),
+            offset_of!(D, flags),
             size_of::<PyUnstable_NativeStep>(),
         ];
         let c: Vec<usize> = (0..rust.len() as c_int).map(c_layout).collect();
@@ -327,6 +339,7 @@ mod layout {
             i64::from(CO_GENERATOR),
             i64::from(CO_COROUTINE),
             i64::from(CO_ASYNC_GENERATOR),
+            i64::from(PyUnstable_NATIVE_KEEP_HANDLED_EXCEPTION),
         ];
         // SAFETY: a pure C function of an int.
         let c: Vec<i64> = (0..rust.len() as c_int)

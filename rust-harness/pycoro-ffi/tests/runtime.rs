@@ -54,6 +54,7 @@ static DEF: PyUnstable_NativeFrameDef = PyUnstable_NativeFrameDef {
     clear: None,
     state_size: 16,
     lineno_offset: 8,
+    flags: 0,
 };
 
 #[test]

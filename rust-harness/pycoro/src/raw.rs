@@ -162,6 +162,9 @@ impl<B: NativeBody> FrameDef<B> {
             -1
         },
         lineno_offset: offset_of!(Slot<B>, line) as ffi::Py_ssize_t,
+        // A Rust future gets a thrown exception as a `PyErr` value: it has
+        // no `except` block that could go on across an await.
+        flags: 0,
     };
 
     /// Whether bodies of type `B` fit the native state's alignment.
