@@ -270,6 +270,7 @@ def main():
     s.add_argument("--out", required=True)
     s.add_argument("--work", default=tempfile.gettempdir())
     s.add_argument("--cases", help="comma-separated cases (default: the suite's)")
+    s.add_argument("--impls", help="comma-separated implementations (default: each case's)")
     s = sub.add_parser("pyperformance")
     s.add_argument("--patched", required=True)
     s.add_argument("--pristine", required=True)
