@@ -66,7 +66,7 @@
 //! runtimes (anyio runs on one of the two), without depending on sniffio
 //! and at the cost of one dict lookup per suspension for a runtime never
 //! imported.  A new runtime is one more branch in `suspend` and one more
-//! kind of [`WakeHook`] call.
+//! kind of `WakeHook` call.
 //!
 //! ## Measured trade-offs
 //!
