@@ -381,6 +381,16 @@ pub(crate) fn new_native_object<'py, B: NativeBody>(
         }
     };
     let (coro, slot) = alloc_native_object::<B>(py, func, def, kind)?;
+    // A `Vec` that never allocated is forgotten, not dropped: its drop is
+    // a call (about 20 instructions) that has nothing to release.
+    let held: Held = if held.capacity() == 0 {
+        std::mem::forget(held);
+        None
+    } else if held.is_empty() {
+        None
+    } else {
+        Some(Box::new(held))
+    };
     write_slot(slot, body, held);
     Ok(coro)
 }
@@ -411,7 +421,7 @@ pub(crate) fn new_native_object_uncounted<'py, B: NativeBody>(
         };
     };
     let (coro, slot) = alloc_native_object::<B>(py, first.func.bind_borrowed(py), first.def, kind)?;
-    write_slot(slot, make_body(), Vec::new());
+    write_slot(slot, make_body(), None);
     Ok(coro)
 }
 
@@ -458,9 +468,8 @@ struct SlotPtr<B>(*mut Slot<B>);
 
 /// Write `held` and the body into the state `slot` (once).
 #[inline(always)]
-fn write_slot<B: NativeBody>(slot: SlotPtr<B>, body: B, held: Vec<Py<PyAny>>) {
+fn write_slot<B: NativeBody>(slot: SlotPtr<B>, body: B, held: Held) {
     let slot = slot.0;
-    let held_box: Held = (!held.is_empty()).then(|| Box::new(held));
     // SAFETY: `slot` comes from `alloc_native_object` (a `SlotPtr` is made
     // nowhere else and is consumed here): it is the native state of a new
     // object made from the definition of `B` (the function was made for
@@ -472,7 +481,7 @@ fn write_slot<B: NativeBody>(slot: SlotPtr<B>, body: B, held: Vec<Py<PyAny>>) {
     // so that the body is moved straight into place; `line` stays 0 (zero
     // bytes are a valid `Cell<c_int>`).
     unsafe {
-        (&raw mut (*slot).held).write(MaybeUninit::new(held_box));
+        (&raw mut (*slot).held).write(MaybeUninit::new(held));
         (&raw mut (*slot).body).write(MaybeUninit::new(body));
         (&raw mut (*slot).init).write(true);
     }
