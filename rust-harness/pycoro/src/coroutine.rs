@@ -79,7 +79,7 @@
 //! });
 //! ```
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::future::Future;
 use std::mem::size_of;
 use std::num::NonZeroU64;
@@ -283,21 +283,22 @@ macro_rules! coroutine_def {
 /// futures polled inside it.
 ///
 /// Kept small (it is written into every coroutine): ids are non-zero, the
-/// rarely set exceptions are boxed.
+/// rarely set exceptions are boxed, and each field is a `Cell` (taken and
+/// put back: no borrow flag, 8 bytes less than a `RefCell<Io>`).
 #[derive(Default)]
 struct Io {
     /// The last id given to a PyAwait or a wait point (ids start at 1).
-    last_id: u64,
+    last_id: Cell<u64>,
     /// Asked for during this poll: (PyAwait id, awaitable).
-    request: Option<(Id, Py<PyAny>)>,
+    request: Cell<Option<(Id, Py<PyAny>)>>,
     /// The PyAwait whose awaitable CPython is driving.
-    waiting: Option<Id>,
+    waiting: Cell<Option<Id>>,
     /// Delivered to that PyAwait at the next poll.
-    reply: Option<(Id, Reply)>,
+    reply: Cell<Option<(Id, Reply)>>,
     /// The `Interruptible` wait point the last poll suspended in.
-    listening: Option<Id>,
+    listening: Cell<Option<Id>>,
     /// An exception thrown in at that wait point, delivered at the next poll.
-    interrupt: Option<Box<(Id, PyErr)>>,
+    interrupt: Cell<Option<Box<(Id, PyErr)>>>,
 }
 
 type Id = NonZeroU64;
@@ -306,16 +307,17 @@ type Id = NonZeroU64;
 type Reply = Result<Py<PyAny>, Box<PyErr>>;
 
 impl Io {
-    fn new_id(&mut self) -> Id {
-        self.last_id += 1;
-        Id::new(self.last_id).unwrap_or(Id::MAX)
+    fn new_id(&self) -> Id {
+        let id = self.last_id.get() + 1;
+        self.last_id.set(id);
+        Id::new(id).unwrap_or(Id::MAX)
     }
 }
 
 /// What the futures polled by a step reach through [`CURRENT`].
 #[derive(Default)]
 struct Shared {
-    io: RefCell<Io>,
+    io: Io,
     /// Line to report at the first step: the `NativeCoroutine::new` call
     /// (0 once reported).  Here rather than in `CoroState` to fill the
     /// padding: a body of up to 128 bytes is copied into the state
@@ -329,10 +331,10 @@ thread_local! {
     static CURRENT: ScopedRef<Shared> = const { ScopedRef::new() };
 }
 
-fn with_current<R>(f: impl FnOnce(Option<&mut Io>) -> R) -> R {
+fn with_current<R>(f: impl FnOnce(Option<&Io>) -> R) -> R {
     CURRENT.with(|current| {
         current.with(|running| match running {
-            Some(running) => f(Some(&mut running.user().io.borrow_mut())),
+            Some(running) => f(Some(&running.user().io)),
             None => f(None),
         })
     })
@@ -389,16 +391,16 @@ const INLINE_FUTURE_MAX: usize = 256;
 
 fn suspend(py: Python<'_>, state: &CoroState) -> Step {
     let request = {
-        let mut io = state.shared.io.borrow_mut();
+        let io = &state.shared.io;
         // A reply nobody took: an exception in it was not handled by
         // the body, so it propagates; a value is kept for its PyAwait
         // (or overwritten by the next reply if that was dropped).
         match io.reply.take() {
             Some((_, Err(e))) => return Step::Error(*e),
-            other => io.reply = other,
+            other => io.reply.set(other),
         }
         io.request.take().map(|(id, obj)| {
-            io.waiting = Some(id);
+            io.waiting.set(Some(id));
             obj
         })
     };
@@ -425,7 +427,7 @@ where
         // steps).
         let mut interrupted = false;
         {
-            let mut io = state.shared.io.borrow_mut();
+            let io = &state.shared.io;
             let listening = io.listening.take();
             match (io.waiting.take(), sent) {
                 (Some(id), sent) => {
@@ -436,7 +438,7 @@ where
                             Err(Box::new(e))
                         }
                     };
-                    io.reply = Some((id, sent));
+                    io.reply.set(Some((id, sent)));
                 }
                 // Resumed after a bare yield or a wake-up future: the value
                 // carries no information (as after `await asyncio.sleep(0)`).
@@ -448,7 +450,7 @@ where
                     Some(id) => {
                         let e = pep479(py, e);
                         delivered = Some(e.value(py).clone().into_any());
-                        io.interrupt = Some(Box::new((id, e)));
+                        io.interrupt.set(Some(Box::new((id, e))));
                         interrupted = true;
                     }
                     None => return Step::Error(e),
@@ -476,7 +478,7 @@ where
         // Delivered but not taken (the wait point was not polled): it
         // propagates, as if the wait point had not been interruptible.
         if interrupted {
-            let untaken = state.shared.io.borrow_mut().interrupt.take();
+            let untaken = state.shared.io.interrupt.take();
             if let Some(untaken) = untaken {
                 return Step::Error(untaken.1);
             }
@@ -626,13 +628,13 @@ fn pep479(py: Python<'_>, err: PyErr) -> PyErr {
 
 /// For [`crate::interrupt`]: take the exception delivered to wait point
 /// `id` of the coroutine being polled, if any.
-pub(crate) fn take_interrupt(id: u64) -> Option<PyErr> {
+pub(crate) fn take_interrupt(id: NonZeroU64) -> Option<PyErr> {
     with_current(|io| {
         let io = io?;
         match io.interrupt.take() {
-            Some(interrupt) if interrupt.0.get() == id => Some(interrupt.1),
+            Some(interrupt) if interrupt.0 == id => Some(interrupt.1),
             other => {
-                io.interrupt = other;
+                io.interrupt.set(other);
                 None
             }
         }
@@ -642,15 +644,17 @@ pub(crate) fn take_interrupt(id: u64) -> Option<PyErr> {
 /// For [`crate::interrupt`]: a wait point (`id`, or a new id when `None`)
 /// returns `Pending`; the first one in a poll receives what is thrown in.
 /// `None` outside a native coroutine.
-pub(crate) fn listen(id: Option<u64>) -> Option<u64> {
+pub(crate) fn listen(id: Option<NonZeroU64>) -> Option<NonZeroU64> {
     with_current(|io| {
         let io = io?;
-        let id = match id.and_then(Id::new) {
+        let id = match id {
             Some(id) => id,
             None => io.new_id(),
         };
-        io.listening.get_or_insert(id);
-        Some(id.get())
+        if io.listening.get().is_none() {
+            io.listening.set(Some(id));
+        }
+        Some(id)
     })
 }
 
@@ -710,14 +714,15 @@ impl Future for PyAwait {
                     };
                     let shared = running.user();
                     running.set_line(this.location.line());
-                    let mut io = shared.io.borrow_mut();
-                    if io.request.is_some() {
+                    let io = &shared.io;
+                    if let Some(other) = io.request.take() {
+                        io.request.set(Some(other));
                         return Poll::Ready(Err(PyRuntimeError::new_err(
                             "a native coroutine can await only one Python awaitable at a time",
                         )));
                     }
                     let id = io.new_id();
-                    io.request = Some((id, obj));
+                    io.request.set(Some((id, obj)));
                     this.state = AwaitState::Waiting(id);
                     Poll::Pending
                 })
@@ -727,11 +732,11 @@ impl Future for PyAwait {
                     let Some(running) = running else {
                         return outside();
                     };
-                    let mut io = running.user().io.borrow_mut();
+                    let io = &running.user().io;
                     match io.reply.take() {
                         Some((rid, result)) if rid == id => Poll::Ready(result.map_err(|e| *e)),
                         other => {
-                            io.reply = other;
+                            io.reply.set(other);
                             this.state = AwaitState::Waiting(id);
                             Poll::Pending
                         }
@@ -820,5 +825,56 @@ mod tests {
         });
         let waker = kept.lock().unwrap().take().unwrap();
         std::thread::spawn(move || waker.wake()).join().unwrap();
+    }
+
+    /// The native state of a suspended coroutine, part by part (issue 16:
+    /// the bytes of the probe's `sleep` against its async def twin,
+    /// benches/memory.py); printed with `--nocapture`, and each part held
+    /// to what it is now, so that a change that grows one fails here.
+    #[test]
+    fn state_layout() {
+        fn state_of<F>(_: &F) -> usize
+        where
+            F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
+        {
+            raw::state_size::<Body<F>>()
+        }
+        fn size_of_val_type<T>(_: &T) -> usize {
+            size_of::<T>()
+        }
+        // The future of pycoro_harness.sleep (rust-harness/pycoro_harness).
+        let duration = std::time::Duration::from_secs(3600);
+        let result: Option<Py<PyAny>> = std::hint::black_box(None);
+        let sleep = async move {
+            crate::interruptible(crate::sleep(duration)).await?;
+            Ok(result.unwrap_or_else(|| Python::attach(|py| py.None())))
+        };
+        let (header, held) = raw::state_header_sizes();
+        let sizes = [
+            ("state header (init, line slot)", header, 8),
+            ("held objects", held, 8),
+            ("CoroState", size_of::<CoroState>(), 88),
+            ("  Io (py_await and wait-point slot)", size_of::<Io>(), 72),
+            ("  LazyWaker", size_of::<LazyWaker>(), 8),
+            (
+                "WakeSignal (heap, once suspended)",
+                size_of::<crate::waker::WakeSignal>(),
+                40,
+            ),
+            ("Sleep", size_of::<crate::runtime::Sleep>(), 32),
+            ("the sleep future", size_of_val_type(&sleep), 72),
+            ("the sleep's native state", state_of(&sleep), 176),
+            (
+                "an empty future's native state",
+                state_of(&async { Ok(Python::attach(|py| py.None())) }),
+                112,
+            ),
+        ];
+        for (what, size, _) in sizes {
+            eprintln!("{what}: {size} bytes");
+        }
+        for (what, size, most) in sizes {
+            assert!(size <= most, "{what}: {size} bytes, more than {most}");
+        }
     }
 }

@@ -50,6 +50,7 @@
 //! ```
 
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -73,7 +74,7 @@ pub struct Interruptible<F> {
     /// The future (structurally pinned: see `raw::project_interruptible`).
     pub(crate) inner: F,
     /// Its wait-point id in the coroutine, once it has been `Pending`.
-    pub(crate) id: Option<u64>,
+    pub(crate) id: Option<NonZeroU64>,
 }
 
 impl<F: Future> Future for Interruptible<F> {

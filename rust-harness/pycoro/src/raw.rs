@@ -41,7 +41,8 @@ use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit, align_of, offset_of, size_of};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
 use std::ffi::CStr;
@@ -135,8 +136,18 @@ fn c_line(line: u32) -> c_int {
 struct Slot<B> {
     init: bool,
     line: Cell<c_int>,
-    held: MaybeUninit<Vec<Py<PyAny>>>,
+    held: MaybeUninit<Held>,
     body: MaybeUninit<B>,
+}
+
+/// The objects a state holds: one pointer, `None` for none (the usual
+/// case: no allocation), rather than a `Vec` (three words in every state).
+type Held = Option<Box<Vec<Py<PyAny>>>>;
+
+/// The held objects as a slice.
+#[inline]
+fn held_slice(held: &Held) -> &[Py<PyAny>] {
+    held.as_deref().map_or(&[], Vec::as_slice)
 }
 
 /// The frame definition of bodies of type `B`, as an associated constant
@@ -373,6 +384,16 @@ pub(crate) fn new_native_object<'py, B: NativeBody>(
         }
     };
     let (coro, slot) = alloc_native_object::<B>(py, func, def, kind)?;
+    // A `Vec` that never allocated is forgotten, not dropped: its drop is
+    // a call (about 20 instructions) that has nothing to release.
+    let held: Held = if held.capacity() == 0 {
+        std::mem::forget(held);
+        None
+    } else if held.is_empty() {
+        None
+    } else {
+        Some(Box::new(held))
+    };
     write_slot(slot, body, held);
     Ok(coro)
 }
@@ -403,7 +424,7 @@ pub(crate) fn new_native_object_uncounted<'py, B: NativeBody>(
         };
     };
     let (coro, slot) = alloc_native_object::<B>(py, first.func.bind_borrowed(py), first.def, kind)?;
-    write_slot(slot, make_body(), Vec::new());
+    write_slot(slot, make_body(), None);
     Ok(coro)
 }
 
@@ -450,7 +471,7 @@ struct SlotPtr<B>(*mut Slot<B>);
 
 /// Write `held` and the body into the state `slot` (once).
 #[inline(always)]
-fn write_slot<B: NativeBody>(slot: SlotPtr<B>, body: B, held: Vec<Py<PyAny>>) {
+fn write_slot<B: NativeBody>(slot: SlotPtr<B>, body: B, held: Held) {
     let slot = slot.0;
     // SAFETY: `slot` comes from `alloc_native_object` (a `SlotPtr` is made
     // nowhere else and is consumed here): it is the native state of a new
@@ -651,7 +672,7 @@ unsafe fn step_attached<B: NativeBody>(
         if (*slot).init {
             (
                 Some(Pin::new_unchecked((*slot).body.assume_init_mut())),
-                (*slot).held.assume_init_ref().as_slice(),
+                held_slice((*slot).held.assume_init_ref()),
                 line,
             )
         } else {
@@ -710,7 +731,7 @@ unsafe extern "C" fn traverse_trampoline<B: NativeBody>(
         if !(*slot).init {
             return 0;
         }
-        (*slot).held.assume_init_ref()
+        held_slice((*slot).held.assume_init_ref())
     };
     for obj in held {
         // SAFETY: `visit`/`arg` are the pair CPython passed to this
@@ -797,6 +818,137 @@ unsafe fn drop_slot<B: NativeBody>(py: Python<'_>, slot: *mut Slot<B>, raised: M
     }
 }
 
+/// A lazily made `Arc<T>` in one word, and a flag for the time before it
+/// exists: the shared signal of a [`LazyWaker`] and its "woken before the
+/// signal existed" (an `OnceLock<Arc<T>>` and an `AtomicBool` took three
+/// words of every coroutine's state).  The word is null (no `T`, flag
+/// clear), [`FLAG`](Self::FLAG) (no `T`, flag set), or the pointer of
+/// `Arc::into_raw` (set once, by compare-and-swap, and owned until drop).
+/// Such a pointer is never null or `FLAG`: it points into an `ArcInner`,
+/// past its two counters, in an allocation aligned to at least 8.
+pub(crate) struct FlaggedArc<T> {
+    ptr: AtomicPtr<T>,
+    /// Owns an `Arc<T>` (so it is `Send`/`Sync` only when `Arc<T>` is).
+    _owns: PhantomData<Arc<T>>,
+}
+
+impl<T> FlaggedArc<T> {
+    /// The flag, without a `T`.
+    const FLAG: usize = 1;
+
+    /// No `T`, flag clear.
+    pub(crate) const fn new() -> Self {
+        FlaggedArc {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            _owns: PhantomData,
+        }
+    }
+
+    /// The `T` the word points to, if it is a pointer.
+    #[inline]
+    fn as_ref(&self, p: *mut T) -> Option<&T> {
+        if p.addr() <= Self::FLAG {
+            return None;
+        }
+        // SAFETY: `p` was loaded from `self.ptr` and is neither null nor
+        // FLAG: it is the `Arc::into_raw` pointer of the `Arc` this value
+        // owns (stored once, released only by `drop`), so it stays valid
+        // for as long as `&self`.
+        Some(unsafe { &*p })
+    }
+
+    /// A new `Arc` of the `T`, once made.
+    #[inline]
+    pub(crate) fn get_arc(&self) -> Option<Arc<T>> {
+        let p = self.ptr.load(Ordering::Acquire);
+        self.as_ref(p)?;
+        // SAFETY: `p` is the `Arc::into_raw` pointer of the `Arc` this
+        // value owns (checked above), alive while `&self` is: one more
+        // strong count, then an `Arc` that owns it.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Some(Arc::from_raw(p))
+        }
+    }
+
+    /// The `T` (made by `init` now if there is none), and whether the flag
+    /// was set when it was made (the flag ends with it).
+    pub(crate) fn get_or_init(&self, init: impl FnOnce() -> Arc<T>) -> (&T, bool) {
+        let mut current = self.ptr.load(Ordering::Acquire);
+        if let Some(t) = self.as_ref(current) {
+            return (t, false);
+        }
+        let new = Arc::into_raw(init()).cast_mut();
+        loop {
+            match self
+                .ptr
+                .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(before) => {
+                    // SAFETY: `new` is now stored: owned by `self`.
+                    return (unsafe { &*new }, before.addr() == Self::FLAG);
+                }
+                Err(now) => match self.as_ref(now) {
+                    Some(t) => {
+                        // Another thread made one first: ours goes.
+                        // SAFETY: `new` came from `Arc::into_raw` above and
+                        // was never stored.
+                        drop(unsafe { Arc::from_raw(new) });
+                        return (t, false);
+                    }
+                    // The flag changed meanwhile: try again.
+                    None => current = now,
+                },
+            }
+        }
+    }
+
+    /// Set the flag if there is no `T` yet; otherwise the `T` (`Err`).
+    pub(crate) fn set_flag(&self) -> Result<(), &T> {
+        let flag = std::ptr::without_provenance_mut::<T>(Self::FLAG);
+        match self.ptr.compare_exchange(
+            std::ptr::null_mut(),
+            flag,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(now) => self.as_ref(now).map_or(Ok(()), Err),
+        }
+    }
+
+    /// Clear the flag if there is no `T` yet; otherwise the `T`.
+    pub(crate) fn clear_flag(&self) -> Option<&T> {
+        let flag = std::ptr::without_provenance_mut::<T>(Self::FLAG);
+        match self.ptr.compare_exchange(
+            flag,
+            std::ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => None,
+            Err(now) => self.as_ref(now),
+        }
+    }
+}
+
+impl<T> Drop for FlaggedArc<T> {
+    fn drop(&mut self) {
+        let p = *self.ptr.get_mut();
+        if p.addr() > Self::FLAG {
+            // SAFETY: a pointer stored here is the `Arc::into_raw` of the
+            // `Arc` this value owns; it is released once, here.
+            drop(unsafe { Arc::from_raw(p) });
+        }
+    }
+}
+
+impl<T> Default for FlaggedArc<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 // The borrowed waker of a native coroutine's poll (see
 // `crate::waker::LazyWaker`).
 
@@ -834,11 +986,11 @@ unsafe fn lazy_waker_drop(_data: *const ()) {}
 #[inline]
 pub fn with_lazy_waker<R>(lazy: &LazyWaker, f: impl FnOnce(&Waker) -> R) -> R {
     if let Some(signal) = lazy.existing() {
-        return f(&Waker::from(signal.clone()));
+        return f(&Waker::from(signal));
     }
     let raw = RawWaker::new((lazy as *const LazyWaker).cast(), &LAZY_WAKER_VTABLE);
     // SAFETY: the vtable's functions honour the RawWaker contract: they are
-    // thread-safe (`LazyWaker` is Sync: atomics and a OnceLock), `clone`
+    // thread-safe (`LazyWaker` is Sync: an atomic pointer, see `FlaggedArc`), `clone`
     // returns an owned waker of the shared signal (independent of `lazy`),
     // `drop` has nothing to release.  The waker only lends `&Waker` to `f`
     // and is forgotten after it (nothing to drop), so no copy outlives the
@@ -1211,7 +1363,7 @@ fn missing_arguments(name: &CStr, params: &[&str], slots: &[*mut ffi::PyObject])
 #[inline]
 pub(crate) fn project_interruptible<F>(
     this: Pin<&mut crate::interrupt::Interruptible<F>>,
-) -> (&mut Option<u64>, Pin<&mut F>) {
+) -> (&mut Option<std::num::NonZeroU64>, Pin<&mut F>) {
     // SAFETY: pin projection as `pin-project` does it: `Interruptible` has
     // no `Drop` impl and is not `repr(packed)`; it is `Unpin` only when `F`
     // is (auto trait), so `inner` is never moved out of a pinned value (its
@@ -1252,6 +1404,19 @@ fn native_state_with(
             .unwrap_or_else(|| PySystemError::new_err("no native state, and no exception set")));
     }
     Ok(state)
+}
+
+/// The size of the native state of bodies of type `B` (for the layout
+/// test in `coroutine`).
+#[cfg(test)]
+pub(crate) fn state_size<B>() -> usize {
+    size_of::<Slot<B>>()
+}
+
+/// The parts of a state's header: `init` and the line slot, and `held`.
+#[cfg(test)]
+pub(crate) fn state_header_sizes() -> (usize, usize) {
+    (offset_of!(Slot<()>, held), size_of::<Held>())
 }
 
 #[cfg(test)]

@@ -65,8 +65,8 @@
 //! This is the answer `sniffio.current_async_library()` gives for these
 //! runtimes (anyio runs on one of the two), without depending on sniffio
 //! and at the cost of one dict lookup per suspension for a runtime never
-//! imported.  A new runtime is one more branch in `suspend`: the
-//! `WakeSignal` (private module `waker`) hook takes any closure.
+//! imported.  A new runtime is one more branch in `suspend` and one more
+//! kind of `WakeHook` call.
 //!
 //! ## Measured trade-offs
 //!
@@ -143,6 +143,7 @@ static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static WAKE_CALLBACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static WAIT_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static POSTER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static CALL_SOON: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Complete an asyncio future unless it is done (or cancelled) already.
 #[pyfunction]
@@ -225,7 +226,7 @@ fn poster(py: Python<'_>) -> PyResult<Py<PyAny>> {
 /// address, keeps a reference to each such string until evicted (up to
 /// 4096 of them: the reference growth `tests/test_refleaks.py` once took
 /// for a leak of Rust-thread wake-ups), and never hits.
-pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Suspend> {
+pub(crate) fn suspend(py: Python<'_>, signal: &WakeSignal) -> PyResult<Suspend> {
     let trio = trio::current(py)?;
     if signal.take_woken() {
         return Ok(match trio {
@@ -235,17 +236,12 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
     }
     if let Some(trio) = trio {
         let waiter = trio.waiter(py)?;
-        let post = poster(py)?;
-        let wake = waiter.getattr(py, intern!(py, "wake"))?;
-        let hook = Box::new(move || {
-            // Never run Python that releases the GIL on the waking thread
-            // (see `poster` in glue.py): hand `waiter.wake()` to the waker
-            // thread.  During interpreter shutdown nobody is left to wake.
-            let _ = Python::try_attach(move |py| {
-                let _ = post.call1(py, ((wake, ()),));
-                drop(post);
-            });
-        });
+        let hook = WakeHook {
+            post: poster(py)?,
+            call: Call::Trio {
+                wake: waiter.getattr(py, intern!(py, "wake"))?,
+            },
+        };
         return match signal.arm(hook) {
             Ok(()) => Ok(Suspend::Await(
                 waiter.call_method0(py, intern!(py, "wait"))?,
@@ -258,26 +254,21 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
         return Ok(Suspend::BareYield);
     };
     let fut = event_loop.call_method0(intern!(py, "create_future"))?;
-    let callback = WAKE_CALLBACK
-        .get_or_try_init(py, || {
-            wrap_pyfunction!(wake_future, py).map(|f| f.into_any().unbind())
-        })?
-        .clone_ref(py);
-    let call_soon = event_loop
-        .getattr(intern!(py, "call_soon_threadsafe"))?
-        .unbind();
-    let hook_fut = fut.clone().unbind();
-    let post = poster(py)?;
-    let hook = Box::new(move || {
-        // Never run Python that releases the GIL on the waking thread (see
-        // `poster` in glue.py): hand `loop.call_soon_threadsafe(_wake, fut)`
-        // to the waker thread; a closed loop or interpreter shutdown has
-        // nobody left to wake, so errors are dropped.
-        let _ = Python::try_attach(move |py| {
-            let _ = post.call1(py, ((call_soon, (callback, hook_fut)),));
-            drop(post);
-        });
-    });
+    // Made now, so that the hook finds them (it runs where nothing may
+    // be made: see `WakeHook::run`).
+    WAKE_CALLBACK.get_or_try_init(py, || {
+        wrap_pyfunction!(wake_future, py).map(|f| f.into_any().unbind())
+    })?;
+    CALL_SOON.get_or_try_init(py, || {
+        trio::glue(py, "call_soon_threadsafe").map(Bound::unbind)
+    })?;
+    let hook = WakeHook {
+        post: poster(py)?,
+        call: Call::Asyncio {
+            event_loop: event_loop.unbind(),
+            fut: fut.clone().unbind(),
+        },
+    };
     match signal.arm(hook) {
         // Through `wait_future` (glue.py), not the future's own iterator,
         // so that a StopIteration thrown in is not taken for its result.
@@ -288,6 +279,54 @@ pub(crate) fn suspend(py: Python<'_>, signal: &Arc<WakeSignal>) -> PyResult<Susp
         )),
         // Woken between the poll and now: do not wait.
         Err(_hook) => Ok(Suspend::BareYield),
+    }
+}
+
+/// What a wake-up of a coroutine that waits in its runtime does: hand a
+/// call to the waker thread (`post`, the `put` of its queue: see `poster`
+/// in glue.py).  Kept inline in the coroutine's
+/// [`WakeSignal`](crate::waker::WakeSignal) (three references, no
+/// allocation of its own); it holds the loop and the future rather than
+/// bound methods, which would be Python objects made per suspension.
+pub(crate) struct WakeHook {
+    post: Py<PyAny>,
+    call: Call,
+}
+
+/// The call a [`WakeHook`] posts.
+enum Call {
+    /// `loop.call_soon_threadsafe(_pycoro_wake, fut)`, made on the waker
+    /// thread (`call_soon_threadsafe` in glue.py).
+    Asyncio {
+        event_loop: Py<PyAny>,
+        fut: Py<PyAny>,
+    },
+    /// `waiter.wake()` of a `TrioWait`, on the waker thread.
+    Trio { wake: Py<PyAny> },
+}
+
+impl crate::waker::Hook for WakeHook {
+    fn run(self) {
+        // Never run Python that releases the GIL on the waking thread (see
+        // `poster` in glue.py): only hand the call to the waker thread.  A
+        // closed loop, a finished trio run or interpreter shutdown has
+        // nobody left to wake, so errors are dropped.
+        let _ = Python::try_attach(move |py| {
+            let WakeHook { post, call } = self;
+            let _ = match call {
+                Call::Asyncio { event_loop, fut } => {
+                    // Both were made before the hook was armed.
+                    let (Some(call_soon), Some(callback)) =
+                        (CALL_SOON.get(py), WAKE_CALLBACK.get(py))
+                    else {
+                        return;
+                    };
+                    post.call1(py, ((call_soon, (event_loop, callback, fut)),))
+                }
+                Call::Trio { wake } => post.call1(py, ((wake, ()),)),
+            };
+            drop(post);
+        });
     }
 }
 
@@ -453,9 +492,8 @@ impl Timers {
 #[track_caller]
 pub fn sleep(duration: Duration) -> Sleep {
     Sleep {
-        duration,
+        duration: Some(duration),
         shared: Arc::new(SleepShared::default()),
-        started: false,
         location: Location::caller(),
     }
 }
@@ -463,9 +501,10 @@ pub fn sleep(duration: Duration) -> Sleep {
 /// The future returned by [`sleep`].
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
-    duration: Duration,
+    /// Until the first poll, which starts the timer (`None` after: a
+    /// separate "started" flag would take 8 more bytes).
+    duration: Option<Duration>,
     shared: Arc<SleepShared>,
-    started: bool,
     location: &'static Location<'static>,
 }
 
@@ -480,10 +519,9 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         crate::lines::record(self.location);
-        if !self.started {
-            self.started = true;
+        if let Some(duration) = self.duration.take() {
             // A deadline past what `Instant` holds never comes.
-            if let Some(at) = Instant::now().checked_add(self.duration) {
+            if let Some(at) = Instant::now().checked_add(duration) {
                 Timers::get().add(at, self.shared.clone());
             }
         }

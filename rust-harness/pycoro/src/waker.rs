@@ -16,7 +16,7 @@
 //! thread that wakes while the coroutine's step holds the GIL waits for
 //! the GIL without holding anything the step needs.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Wake, Waker};
 
 // The handshake of `WakeSignal` runs on loom's atomics and mutex under
@@ -31,21 +31,46 @@ use std::sync::atomic::{AtomicBool, Ordering, fence};
 #[cfg(not(loom))]
 use std::sync::{Mutex, MutexGuard};
 
-/// What to run when the coroutine is woken while it waits in its runtime.
-pub type WakeHook = Box<dyn FnOnce() + Send>;
+/// What to run when the coroutine is woken while it waits in its runtime
+/// (armed by the runtime glue when the coroutine suspends): consumed by
+/// the first wake-up, or handed back by [`WakeSignal::reset`].
+pub trait Hook: Send + 'static {
+    /// Run it, on the waking thread, with no lock held.
+    fn run(self);
+}
+
+/// A hook as a closure (the tests' and the model's; the runtime's own,
+/// [`crate::runtime::WakeHook`], is kept inline in the signal: no
+/// allocation of its own).
+pub type BoxHook = Box<dyn FnOnce() + Send>;
+
+impl Hook for BoxHook {
+    fn run(self) {
+        self()
+    }
+}
 
 /// Shared state behind a native coroutine's waker.
-#[derive(Default)]
-pub struct WakeSignal {
+pub struct WakeSignal<H: Hook = crate::runtime::WakeHook> {
     woken: AtomicBool,
     /// Whether `hook` may hold a hook: lets [`reset`](Self::reset) skip
     /// the lock when none was armed (the common case).
     armed: AtomicBool,
-    hook: Mutex<Option<WakeHook>>,
+    hook: Mutex<Option<H>>,
 }
 
-impl WakeSignal {
-    fn lock(&self) -> MutexGuard<'_, Option<WakeHook>> {
+impl<H: Hook> Default for WakeSignal<H> {
+    fn default() -> Self {
+        WakeSignal {
+            woken: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            hook: Mutex::new(None),
+        }
+    }
+}
+
+impl<H: Hook> WakeSignal<H> {
+    fn lock(&self) -> MutexGuard<'_, Option<H>> {
         // A poisoned lock only means a hook panicked elsewhere: the data (an
         // Option) is still coherent.
         self.hook.lock().unwrap_or_else(|p| p.into_inner())
@@ -54,7 +79,7 @@ impl WakeSignal {
     /// Forget earlier wake-ups and any armed hook (called before each poll).
     /// Returns the hook that was armed, so that the caller drops it where it
     /// chooses (it may own Python objects).
-    pub fn reset(&self) -> Option<WakeHook> {
+    pub fn reset(&self) -> Option<H> {
         self.woken.store(false, Ordering::Release);
         // Only the coroutine's own step arms a hook, and it runs this
         // reset: so a hook armed by an earlier step is seen here, unless a
@@ -82,7 +107,7 @@ impl WakeSignal {
     /// Arm `hook` to run on the next wake-up, unless a wake-up already
     /// happened since the last reset: then the flag is consumed and the hook
     /// handed back (`Err`), and the caller must not wait.
-    pub fn arm(&self, hook: WakeHook) -> Result<(), WakeHook> {
+    pub fn arm(&self, hook: H) -> Result<(), H> {
         let mut slot = self.lock();
         // No early check of `woken` before arming: the check after the
         // fence below sees every wake-up that happened before it (the
@@ -124,12 +149,12 @@ impl WakeSignal {
             slot.take()
         };
         if let Some(hook) = hook {
-            hook();
+            hook.run();
         }
     }
 }
 
-impl Wake for WakeSignal {
+impl<H: Hook> Wake for WakeSignal<H> {
     fn wake(self: Arc<Self>) {
         self.wake_up();
     }
@@ -154,52 +179,52 @@ impl Wake for WakeSignal {
 /// the shared signal ([`signal`](Self::signal)).
 #[derive(Default)]
 pub struct LazyWaker {
-    woken: std::sync::atomic::AtomicBool,
-    shared: OnceLock<Arc<WakeSignal>>,
+    /// The shared signal once made; before, whether the borrowed waker was
+    /// woken (one word: see `crate::raw::FlaggedArc`).
+    shared: crate::raw::FlaggedArc<WakeSignal>,
 }
 
 impl LazyWaker {
-    fn shared(&self) -> &Arc<WakeSignal> {
-        self.shared.get_or_init(Default::default)
-    }
-
-    /// The shared signal (made now if needed), holding every wake-up seen
-    /// so far: what the runtime arms when the coroutine suspends.
-    pub fn signal(&self) -> &Arc<WakeSignal> {
-        let signal = self.shared();
-        if self.woken.swap(false, std::sync::atomic::Ordering::AcqRel) {
+    fn shared(&self) -> &WakeSignal {
+        let (signal, woken) = self.shared.get_or_init(Default::default);
+        // A wake-up of the borrowed waker before the signal existed.
+        if woken {
             signal.mark_woken();
         }
         signal
     }
 
-    /// An owned waker (of the shared signal, made now if needed).
-    pub fn to_waker(&self) -> Waker {
-        Waker::from(self.shared().clone())
+    /// The shared signal (made now if needed), holding every wake-up seen
+    /// so far: what the runtime arms when the coroutine suspends.
+    pub fn signal(&self) -> &WakeSignal {
+        self.shared()
     }
 
-    /// The shared signal, if it exists: a poll then uses its waker, so
-    /// that `Waker::will_wake` holds between polls.
+    /// An owned waker (of the shared signal, made now if needed).
+    pub fn to_waker(&self) -> Waker {
+        self.shared();
+        Waker::from(self.existing().expect("made above"))
+    }
+
+    /// A new reference to the shared signal, if it exists: a poll then
+    /// uses its waker, so that `Waker::will_wake` holds between polls.
     #[inline]
-    pub fn existing(&self) -> Option<&Arc<WakeSignal>> {
-        self.shared.get()
+    pub fn existing(&self) -> Option<Arc<WakeSignal>> {
+        self.shared.get_arc()
     }
 
     /// `wake_by_ref` of the borrowed waker.
     pub fn wake_by_ref(&self) {
-        match self.shared.get() {
-            Some(signal) => signal.wake_by_ref(),
-            None => self.woken.store(true, std::sync::atomic::Ordering::Release),
+        if let Err(signal) = self.shared.set_flag() {
+            signal.wake_up();
         }
     }
 
     /// Forget earlier wake-ups and any armed hook, before a poll (see
     /// [`WakeSignal::reset`]).
     #[inline]
-    pub fn reset(&self) -> Option<WakeHook> {
-        self.woken
-            .store(false, std::sync::atomic::Ordering::Release);
-        self.shared.get().and_then(|signal| signal.reset())
+    pub fn reset(&self) -> Option<crate::runtime::WakeHook> {
+        self.shared.clear_flag().and_then(|signal| signal.reset())
     }
 }
 
@@ -211,7 +236,7 @@ mod tests {
 
     #[test]
     fn wake_before_arm_is_not_lost() {
-        let signal = Arc::new(WakeSignal::default());
+        let signal = Arc::new(WakeSignal::<BoxHook>::default());
         Waker::from(signal.clone()).wake_by_ref();
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
@@ -224,7 +249,7 @@ mod tests {
 
     #[test]
     fn wake_after_arm_runs_hook_once() {
-        let signal = Arc::new(WakeSignal::default());
+        let signal = Arc::new(WakeSignal::<BoxHook>::default());
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
         assert!(
@@ -244,7 +269,7 @@ mod tests {
 
     #[test]
     fn reset_returns_and_disarms_hook() {
-        let signal = Arc::new(WakeSignal::default());
+        let signal = Arc::new(WakeSignal::<BoxHook>::default());
         assert!(signal.arm(Box::new(|| panic!("must not run"))).is_ok());
         assert!(signal.reset().is_some());
         Waker::from(signal.clone()).wake();
@@ -286,7 +311,7 @@ mod loom_model {
     use loom::sync::atomic::AtomicUsize;
     use loom::thread;
 
-    fn counting_hook(ran: &Arc<AtomicUsize>) -> WakeHook {
+    fn counting_hook(ran: &Arc<AtomicUsize>) -> BoxHook {
         let ran = ran.clone();
         Box::new(move || {
             ran.fetch_add(1, Ordering::SeqCst);
@@ -299,7 +324,7 @@ mod loom_model {
     #[test]
     fn loom_wake_racing_arm_is_never_lost() {
         loom::model(|| {
-            let signal = Arc::new(WakeSignal::default());
+            let signal = Arc::new(WakeSignal::<BoxHook>::default());
             let ran = Arc::new(AtomicUsize::new(0));
             let waker = {
                 let signal = signal.clone();
@@ -319,7 +344,7 @@ mod loom_model {
     #[test]
     fn loom_two_wakers_run_the_hook_once() {
         loom::model(|| {
-            let signal = Arc::new(WakeSignal::default());
+            let signal = Arc::new(WakeSignal::<BoxHook>::default());
             let ran = Arc::new(AtomicUsize::new(0));
             assert!(signal.arm(counting_hook(&ran)).is_ok());
             let wakers: Vec<_> = (0..2)
@@ -341,7 +366,7 @@ mod loom_model {
     #[test]
     fn loom_reset_racing_wake_takes_or_runs_the_hook_once() {
         loom::model(|| {
-            let signal = Arc::new(WakeSignal::default());
+            let signal = Arc::new(WakeSignal::<BoxHook>::default());
             let ran = Arc::new(AtomicUsize::new(0));
             assert!(signal.arm(counting_hook(&ran)).is_ok());
             let waker = {

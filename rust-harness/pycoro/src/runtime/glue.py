@@ -96,7 +96,9 @@ def _forget_poster():
 
 def poster():
     """``put`` of the queue served by the waker thread (started on first
-    use; call from a thread where starting one is safe: the loop's)."""
+    use; call from a thread where starting one is safe: the loop's).  The
+    same bound method each time (kept, not made per call: every suspended
+    coroutine's hook holds it)."""
     global _posts
     if _posts is None:
         import _queue
@@ -105,8 +107,14 @@ def poster():
         queue = _queue.SimpleQueue()
         threading.Thread(target=_deliver, args=(queue,), name="pycoro-waker",
                          daemon=True).start()
-        _posts = queue
+        _posts = queue.put
         if not getattr(poster, "_fork_hook", False):
             os.register_at_fork(after_in_child=_forget_poster)
             poster._fork_hook = True
-    return _posts.put
+    return _posts
+
+
+def call_soon_threadsafe(loop, callback, fut):
+    """What the waker thread runs for a coroutine woken in an asyncio loop
+    (the hook holds the loop, not a bound method of it)."""
+    loop.call_soon_threadsafe(callback, fut)
