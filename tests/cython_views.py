@@ -39,37 +39,9 @@ def traceback_view(mod):
 
 
 def monitoring_view(mod):
-    """PY_START/PY_RESUME/PY_YIELD/PY_RETURN (and PY_UNWIND, RAISE) whose
-    code is cyprobe's, while chain(2) runs and fail('x') raises."""
-    mon = sys.monitoring
-    tool = 4
-    E = mon.events
-    wanted = {E.PY_START: "PY_START", E.PY_RESUME: "PY_RESUME", E.PY_YIELD: "PY_YIELD",
-              E.PY_RETURN: "PY_RETURN", E.PY_UNWIND: "PY_UNWIND", E.RAISE: "RAISE"}
-    seen = []
-
-    def record(name):
-        def cb(code, *args):
-            if os.path.basename(code.co_filename).startswith("cyprobe"):
-                seen.append(f"{name} {code.co_name}")
-        return cb
-
-    mon.use_tool_id(tool, "cython_views")
-    try:
-        for ev, name in wanted.items():
-            mon.register_callback(tool, ev, record(name))
-        mon.set_events(tool, sum(wanted))
-        tc.drive(mod.chain(2))
-        try:
-            tc.drive(mod.fail("x"))
-        except ValueError:
-            pass
-    finally:
-        mon.set_events(tool, 0)
-        for ev in wanted:
-            mon.register_callback(tool, ev, None)
-        mon.free_tool_id(tool)
-    return seen
+    """Every sys.monitoring event of cyprobe's code (test_cython's
+    monitoring_events, unfiltered)."""
+    return [f"{event} {name}" for event, name in tc.monitoring_events(mod, names=None)]
 
 
 def task_stack_view(mod):

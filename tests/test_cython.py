@@ -279,7 +279,9 @@ def test_exception_state_in_except(native, twin):
 
 # --- sys.monitoring -----------------------------------------------------------
 
-def monitoring_events(mod):
+def monitoring_events(mod, names=("chain", "checkpoint", "fail")):
+    """(event, code name) of cyprobe's code while chain(2) runs and fail('x')
+    raises; only the code objects named in `names` (every one if None)."""
     mon = sys.monitoring
     tool = 4
     E = mon.events
@@ -289,7 +291,7 @@ def monitoring_events(mod):
 
     def record(name):
         def cb(code, *args):
-            if code.co_name in ("chain", "checkpoint", "fail") and \
+            if (names is None or code.co_name in names) and \
                     os.path.basename(code.co_filename).startswith("cyprobe"):
                 seen.append((name, code.co_name))
         return cb
