@@ -857,6 +857,13 @@ impl<T> FlaggedArc<T> {
         Some(unsafe { &*p })
     }
 
+    /// Whether the word is null: no `T` and the flag clear (one load; the
+    /// usual state of a coroutine that never suspended on its waker).
+    #[inline]
+    pub(crate) fn is_clear(&self) -> bool {
+        self.ptr.load(Ordering::Acquire).is_null()
+    }
+
     /// A new `Arc` of the `T`, once made.
     #[inline]
     pub(crate) fn get_arc(&self) -> Option<Arc<T>> {
