@@ -611,6 +611,14 @@ unsafe fn attached<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
 
 /// The step of `FrameDef::<B>::DEF`.  The thread state is not needed:
 /// pyo3 finds the attached thread itself (see above).
+///
+/// One `catch_unwind` covers the attach and the whole step (each is a call
+/// of its own, about 25 instructions: benches/analysis.md "stop 16"): a
+/// panic of the body, of the conversion of its outcome, or of pyo3's
+/// attach unwinds out of the attached region (the guard's drop ends the
+/// attach), and is then raised as `PanicException`, attached again, as
+/// `raise` would; the body is dropped with it (the frame is finished,
+/// ERROR), as after any step that raises.
 unsafe extern "C" fn step_trampoline<B: NativeBody>(
     _tstate: *mut ffi::PyThreadState,
     gen_: *mut ffi::PyObject,
@@ -627,17 +635,35 @@ unsafe extern "C" fn step_trampoline<B: NativeBody>(
     // SAFETY: CPython calls `step` with the GIL held.
     match catch_unwind(AssertUnwindSafe(|| unsafe { attached(step) })) {
         Ok(kind) => kind,
-        Err(_) => {
-            set_system_error();
+        Err(payload) => {
+            let report = move |py: Python<'_>| {
+                // Nothing was stored in `result` (a step stores it last,
+                // and cannot panic after).
+                raise(py, crate::panic::panic_to_pyerr(py, payload));
+                // SAFETY: the panic ended every borrow of the body and of
+                // `held` (their frames unwound); the state is that of a
+                // `FrameDef::<B>::DEF` frame, GIL held, the step of this
+                // object is not re-entered and `clear` does not run
+                // while it runs: the contract of `drop_slot` (a state the
+                // step had already emptied is left alone).
+                unsafe { drop_slot::<B>(py, state.cast::<Slot<B>>(), MaybeRaised::Maybe) };
+            };
+            // SAFETY: CPython calls `step` with the GIL held.
+            let reported = catch_unwind(AssertUnwindSafe(|| unsafe { attached(report) }));
+            if reported.is_err() {
+                set_system_error();
+            }
             ffi::PyUnstable_NATIVE_ERROR
         }
     }
 }
 
-/// The step callback, once attached.
+/// The step callback, once attached.  A panic unwinds out of it (to
+/// [`step_trampoline`]).
 ///
 /// # Safety
 /// Called by CPython as the `step` of a frame made by `FrameDef::<B>::DEF`.
+#[inline(always)]
 unsafe fn step_attached<B: NativeBody>(
     py: Python<'_>,
     gen_: *mut ffi::PyObject,
@@ -683,21 +709,7 @@ unsafe fn step_attached<B: NativeBody>(
         let frame = Frame { gen_, line, held };
         // SAFETY: `result` is a valid out-pointer supplied by CPython.
         let result = unsafe { &mut *result };
-        match catch_unwind(AssertUnwindSafe(|| step_inner(body, &frame, sent, result))) {
-            Ok(kind) => kind,
-            Err(payload) => {
-                // The body panicked (as `raise PanicException(msg)`;
-                // nothing was stored in `result`), or converting its
-                // outcome did: report it, but never unwind into C.
-                let fallback = catch_unwind(AssertUnwindSafe(|| {
-                    raise(py, crate::panic::panic_to_pyerr(py, payload))
-                }));
-                if fallback.is_err() {
-                    set_system_error();
-                }
-                ffi::PyUnstable_NATIVE_ERROR
-            }
-        }
+        step_inner(body, &frame, sent, result)
     };
     // RETURN and ERROR finish the frame: CPython never steps it again, so
     // the body is dropped now, while the thread is counted as attached (as
