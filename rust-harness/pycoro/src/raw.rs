@@ -613,7 +613,8 @@ unsafe fn attached<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
 /// pyo3 finds the attached thread itself (see above).
 ///
 /// One `catch_unwind` covers the attach and the whole step (each is a call
-/// of its own, about 25 instructions: benches/analysis.md "stop 16"): a
+/// of its own: one instead of two is -21 instructions per generator item,
+/// benches/analysis.md "stop 16"): a
 /// panic of the body, of the conversion of its outcome, or of pyo3's
 /// attach unwinds out of the attached region (the guard's drop ends the
 /// attach), and is then raised as `PanicException`, attached again, as
