@@ -611,6 +611,15 @@ unsafe fn attached<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
 
 /// The step of `FrameDef::<B>::DEF`.  The thread state is not needed:
 /// pyo3 finds the attached thread itself (see above).
+///
+/// One `catch_unwind` covers the attach and the whole step (each is a call
+/// of its own: one instead of two is -21 instructions per generator item,
+/// benches/analysis.md "stop 16"): a
+/// panic of the body, of the conversion of its outcome, or of pyo3's
+/// attach unwinds out of the attached region (the guard's drop ends the
+/// attach), and is then raised as `PanicException`, attached again, as
+/// `raise` would; the body is dropped with it (the frame is finished,
+/// ERROR), as after any step that raises.
 unsafe extern "C" fn step_trampoline<B: NativeBody>(
     _tstate: *mut ffi::PyThreadState,
     gen_: *mut ffi::PyObject,
@@ -627,17 +636,35 @@ unsafe extern "C" fn step_trampoline<B: NativeBody>(
     // SAFETY: CPython calls `step` with the GIL held.
     match catch_unwind(AssertUnwindSafe(|| unsafe { attached(step) })) {
         Ok(kind) => kind,
-        Err(_) => {
-            set_system_error();
+        Err(payload) => {
+            let report = move |py: Python<'_>| {
+                // Nothing was stored in `result` (a step stores it last,
+                // and cannot panic after).
+                raise(py, crate::panic::panic_to_pyerr(py, payload));
+                // SAFETY: the panic ended every borrow of the body and of
+                // `held` (their frames unwound); the state is that of a
+                // `FrameDef::<B>::DEF` frame, GIL held, the step of this
+                // object is not re-entered and `clear` does not run
+                // while it runs: the contract of `drop_slot` (a state the
+                // step had already emptied is left alone).
+                unsafe { drop_slot::<B>(py, state.cast::<Slot<B>>(), MaybeRaised::Maybe) };
+            };
+            // SAFETY: CPython calls `step` with the GIL held.
+            let reported = catch_unwind(AssertUnwindSafe(|| unsafe { attached(report) }));
+            if reported.is_err() {
+                set_system_error();
+            }
             ffi::PyUnstable_NATIVE_ERROR
         }
     }
 }
 
-/// The step callback, once attached.
+/// The step callback, once attached.  A panic unwinds out of it (to
+/// [`step_trampoline`]).
 ///
 /// # Safety
 /// Called by CPython as the `step` of a frame made by `FrameDef::<B>::DEF`.
+#[inline(always)]
 unsafe fn step_attached<B: NativeBody>(
     py: Python<'_>,
     gen_: *mut ffi::PyObject,
@@ -683,21 +710,7 @@ unsafe fn step_attached<B: NativeBody>(
         let frame = Frame { gen_, line, held };
         // SAFETY: `result` is a valid out-pointer supplied by CPython.
         let result = unsafe { &mut *result };
-        match catch_unwind(AssertUnwindSafe(|| step_inner(body, &frame, sent, result))) {
-            Ok(kind) => kind,
-            Err(payload) => {
-                // The body panicked (as `raise PanicException(msg)`;
-                // nothing was stored in `result`), or converting its
-                // outcome did: report it, but never unwind into C.
-                let fallback = catch_unwind(AssertUnwindSafe(|| {
-                    raise(py, crate::panic::panic_to_pyerr(py, payload))
-                }));
-                if fallback.is_err() {
-                    set_system_error();
-                }
-                ffi::PyUnstable_NATIVE_ERROR
-            }
-        }
+        step_inner(body, &frame, sent, result)
     };
     // RETURN and ERROR finish the frame: CPython never steps it again, so
     // the body is dropped now, while the thread is counted as attached (as
@@ -855,6 +868,13 @@ impl<T> FlaggedArc<T> {
         // owns (stored once, released only by `drop`), so it stays valid
         // for as long as `&self`.
         Some(unsafe { &*p })
+    }
+
+    /// Whether the word is null: no `T` and the flag clear (one load; the
+    /// usual state of a coroutine that never suspended on its waker).
+    #[inline]
+    pub(crate) fn is_clear(&self) -> bool {
+        self.ptr.load(Ordering::Acquire).is_null()
     }
 
     /// A new `Arc` of the `T`, once made.
@@ -1256,13 +1276,43 @@ unsafe extern "C" fn fastcall_trampoline<T: CoroutineFn<N>, const N: usize>(
 
 /// Bind a vectorcall's arguments to the parameters `params` of `name` as
 /// CPython binds those of `async def name(params...)` (all positional or
-/// keyword, none optional), with its `TypeError` messages.
+/// keyword, none optional), with its `TypeError` messages.  The usual call,
+/// exactly `N` positional arguments and no keywords, is bound inline
+/// (about 10 instructions for one argument against 54 through the general
+/// binding, benches/analysis.md "stop 16").
 ///
 /// # Safety
 /// The vectorcall contract: `args` points to `nargs` positional values
 /// then one value per name in `kwnames` (NULL, or a tuple of str), all
 /// live and borrowed for `'a`; GIL held.
+#[inline(always)]
 unsafe fn bind_arguments<'a, 'py, const N: usize>(
+    py: Python<'py>,
+    name: &CStr,
+    params: &[&'static str; N],
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<[Borrowed<'a, 'py, PyAny>; N]> {
+    if kwnames.is_null() && usize::try_from(nargs) == Ok(N) {
+        // SAFETY: `args` holds `nargs` = N live values borrowed for 'a and
+        // no keyword values (the contract; `kwnames` is NULL); a vectorcall
+        // never passes a NULL argument.
+        return Ok(std::array::from_fn(|i| unsafe {
+            Borrowed::from_ptr(py, *args.add(i))
+        }));
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { bind_arguments_general(py, name, params, args, nargs, kwnames) }
+}
+
+/// [`bind_arguments`] for every call: the positional arguments, the
+/// keywords and the `TypeError`s.
+///
+/// # Safety
+/// As for [`bind_arguments`].
+#[inline(never)]
+unsafe fn bind_arguments_general<'a, 'py, const N: usize>(
     py: Python<'py>,
     name: &CStr,
     params: &[&'static str; N],

@@ -224,6 +224,11 @@ impl LazyWaker {
     /// [`WakeSignal::reset`]).
     #[inline]
     pub fn reset(&self) -> Option<crate::runtime::WakeHook> {
+        // Neither a wake-up nor a signal (the usual case): nothing to
+        // forget, and no compare-and-swap.
+        if self.shared.is_clear() {
+            return None;
+        }
         self.shared.clear_flag().and_then(|signal| signal.reset())
     }
 }
