@@ -816,6 +816,26 @@ def test_running_a_deep_chain_ends_in_recursion_error(limit):
     assert twin == (0, "RecursionError" if limit is None else "1")
 
 
+@pytest.mark.skipif(hasattr(sys, "gettotalrefcount"),
+                    reason="gh-152685: a --with-pydebug build aborts here for async def too")
+def test_stopiteration_thrown_before_the_start_escapes_as_for_async_def():
+    # gh-152685 (open upstream): 3.13 lets StopIteration thrown into a
+    # coroutine that has not started escape unconverted (PEP 479's handler
+    # does not cover the frame's prologue), and a debug build's
+    # gen_send_ex2() asserts it never does.  A native frame behaves as the
+    # async def does: the same exception, closed afterwards.
+    async def py_ready(v):
+        return v
+
+    for make in (lambda: h.ready(2), lambda: py_ready(2)):
+        c = make()
+        with pytest.raises(StopIteration) as info:
+            c.throw(StopIteration("thrown"))
+        assert info.value.args == ("thrown",)
+        assert info.value.__context__ is None
+        assert inspect.getcoroutinestate(c) == "CORO_CLOSED"
+
+
 # --- interpreter finalization -------------------------------------------------
 
 FINALIZING = r"""

@@ -23,6 +23,7 @@ examples, default 100,000: see ``scripts/fuzz-programs``).
 
 import asyncio
 import os
+import sys
 import threading
 import time
 import types
@@ -157,6 +158,8 @@ def drive_asyncio(make, cancel_after):
     return asyncio.run(main())
 
 
+DEBUG_BUILD = hasattr(sys, "gettotalrefcount")
+
 PROFILE = os.environ.get("PYCORO_HYPOTHESIS_PROFILE", "ci")
 if PROFILE not in ("ci", "fuzz"):
     raise RuntimeError(f"PYCORO_HYPOTHESIS_PROFILE={PROFILE!r}: use 'ci' or 'fuzz'")
@@ -181,6 +184,14 @@ EVERY_RUNTIME_EXAMPLES = (
 @given(programs, st.sampled_from(["none", "throw", "close"]), st.integers(0, 4),
        st.sampled_from(sorted(EXC_TYPES)))
 def test_random_program_send_loop(prog, action, at, exc_name):
+    # gh-152685 (open upstream): StopIteration thrown into a coroutine that
+    # has not started escapes unconverted, and a --with-pydebug build aborts
+    # on gen_send_ex2()'s assert, for async def as for the native frame,
+    # which does the same (tests/test_harness.py checks that on a release
+    # build, where this test compares it too).  scripts/sanitize's build is
+    # a debug build.
+    assume(not (DEBUG_BUILD and action == "throw" and at == 0
+                and exc_name == "StopIteration"))
     native = drive_send(build(prog, NATIVE), action, at, exc_name)
     twin = drive_send(build(prog, TWIN), action, at, exc_name)
     assert native == twin, prog
@@ -349,6 +360,8 @@ def test_random_program_every_runtime(case):
     # another thread.
     assume(not (runtime.endswith("trio") and plan[1] == "cancel"
                 and any(k in repr(prog) for k in ("'ping'", "'sleep'"))))
+    # gh-152685 on a debug build: see test_random_program_send_loop.
+    assume(not (DEBUG_BUILD and plan == (0, "throw", "StopIteration")))
     native = run_program(runtime, prog, plan, L_NATIVE)
     twin = run_program(runtime, prog, plan, L_TWIN)
     assert native == twin, (runtime, prog, plan)
