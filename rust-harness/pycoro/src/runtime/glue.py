@@ -74,13 +74,25 @@ class TrioWait:
 # asyncio.run() returned).  So the Rust thread only puts the call on a
 # SimpleQueue (put() never releases the GIL), and a daemon Python thread
 # makes it: at finalization that thread ends like any daemon thread.
+#
+# Except that on 3.13 a daemon thread still inside the interpreter when
+# Py_Finalize() frees the thread states can read its own freed state while
+# it releases the GIL (gh-124878, fixed in 3.14 by reference-counted thread
+# states): AddressSanitizer saw it once in about a hundred exits with this
+# thread waiting in get(), and a stock script of two daemon threads and a
+# SimpleQueue does the same.  So an atexit callback, which runs before the
+# thread states are freed, ends the thread and joins it.  Calls posted
+# after that stay in the queue: at exit nothing is left to wake.
 
 _posts = None
+_STOP = (None, None)
 
 
 def _deliver(queue):
     while True:
         fn, args = queue.get()
+        if fn is None:
+            return
         try:
             fn(*args)
         except BaseException:  # noqa: BLE001
@@ -94,6 +106,13 @@ def _forget_poster():
     _posts = None
 
 
+def _stop_deliverer(queue, thread):
+    # The timeout: a call being made when the interpreter exits (it only
+    # hands a callback to a loop) is not waited for longer than this.
+    queue.put(_STOP)
+    thread.join(timeout=1.0)
+
+
 def poster():
     """``put`` of the queue served by the waker thread (started on first
     use; call from a thread where starting one is safe: the loop's).  The
@@ -102,11 +121,14 @@ def poster():
     global _posts
     if _posts is None:
         import _queue
+        import atexit
         import os
         import threading
         queue = _queue.SimpleQueue()
-        threading.Thread(target=_deliver, args=(queue,), name="pycoro-waker",
-                         daemon=True).start()
+        thread = threading.Thread(target=_deliver, args=(queue,), name="pycoro-waker",
+                                  daemon=True)
+        thread.start()
+        atexit.register(_stop_deliverer, queue, thread)
         _posts = queue.put
         if not getattr(poster, "_fork_hook", False):
             os.register_at_fork(after_in_child=_forget_poster)
