@@ -459,6 +459,30 @@ print("done")
 """
 
 
+WAKER_AT_EXIT = """
+import atexit, asyncio, threading, pycoro_harness as h
+def wakers():
+    return [t.name for t in threading.enumerate() if t.name == "pycoro-waker"]
+# Registered before the harness's callback, so it runs after it.
+atexit.register(lambda: print("at exit:", wakers()))
+asyncio.run(h.sleep(0.002))
+print("after the run:", wakers())
+"""
+
+
+def test_the_waker_thread_ends_before_finalization():
+    # The daemon thread that makes the Rust threads' wake-up calls is ended
+    # and joined by an atexit callback: on 3.13 a daemon thread still
+    # waiting when Py_Finalize() frees the thread states can read its own
+    # freed state (gh-124878; AddressSanitizer saw it in the test below).
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", WAKER_AT_EXIT],
+                       capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout.splitlines()) == (
+        0, ["after the run: ['pycoro-waker']", "at exit: []"]), r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("attempt", range(3))
 def test_exit_while_a_rust_thread_wakes_does_not_abort(attempt):
     # The last wake-up of each run may still be under way when the
