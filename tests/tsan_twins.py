@@ -1,6 +1,5 @@
 """The async def and generator twins of test_native_coro's NativeThreadsTest
-(one coroutine sent into from several threads at once, round after round)
-and of tests/test_free_threading.py's two-thread resumption,
+(one coroutine sent into from several threads at once, round after round),
 run by ``scripts/sanitize --thread`` on the ThreadSanitizer build beside
 the native tests: what stock 3.13t code reports when it is used that way.
 
@@ -72,46 +71,12 @@ def gen():
     return "done"
 
 
-async def step():
-    await _yield(1)
-
-
-def fresh_per_round(rounds=2000):
-    """tests/test_free_threading.py's test_one_coroutine_resumed_from_two_threads,
-    its async def half: a new coroutine each round, sent into from two
-    threads at once (both may run its frame: stock 3.13t's plain accesses)."""
-    errors = {}
-    for _ in range(rounds):
-        c = step()
-        barrier = threading.Barrier(2)
-
-        def send():
-            barrier.wait()
-            try:
-                c.send(None)
-            except StopIteration:
-                pass
-            except (ValueError, RuntimeError) as e:
-                errors[str(e)] = errors.get(str(e), 0) + 1
-
-        threads = [threading.Thread(target=send) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        c.close()
-    return errors
-
-
 def main():
     for name, make in (("async def", coro), ("async def through await", outer),
                        ("generator", gen)):
         errors = drive(make())
         print(f"{name}: {errors or 'no error'}")
         assert set(errors) <= EXPECTED, errors
-    errors = fresh_per_round()
-    print(f"async def, a new one each round: {errors or 'no error'}")
-    assert set(errors) <= EXPECTED, errors
 
 
 if __name__ == "__main__":

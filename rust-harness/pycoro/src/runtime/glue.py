@@ -5,6 +5,7 @@ private namespace: nothing here is importable, and nothing imports trio or
 asyncio; the harness passes in the module it found already imported.
 """
 
+import _thread
 import types
 
 
@@ -85,6 +86,10 @@ class TrioWait:
 # after that stay in the queue: at exit nothing is left to wake.
 
 _posts = None
+# Two threads' first suspensions may ask for the poster at once (a loop per
+# thread on the free-threaded build): one waker thread, one atexit callback
+# (3.13t's atexit.register() is not safe to call from two threads at once).
+_posts_lock = _thread.allocate_lock()
 _STOP = (None, None)
 
 
@@ -102,8 +107,10 @@ def _deliver(queue):
 
 
 def _forget_poster():
-    global _posts
+    global _posts, _posts_lock
     _posts = None
+    # Another thread may have held it at the fork.
+    _posts_lock = _thread.allocate_lock()
 
 
 def _stop_deliverer(queue, thread):
@@ -119,21 +126,25 @@ def poster():
     same bound method each time (kept, not made per call: every suspended
     coroutine's hook holds it)."""
     global _posts
-    if _posts is None:
-        import _queue
-        import atexit
-        import os
-        import threading
-        queue = _queue.SimpleQueue()
-        thread = threading.Thread(target=_deliver, args=(queue,), name="pycoro-waker",
-                                  daemon=True)
-        thread.start()
-        atexit.register(_stop_deliverer, queue, thread)
-        _posts = queue.put
-        if not getattr(poster, "_fork_hook", False):
-            os.register_at_fork(after_in_child=_forget_poster)
-            poster._fork_hook = True
-    return _posts
+    posts = _posts
+    if posts is not None:
+        return posts
+    with _posts_lock:
+        if _posts is None:
+            import _queue
+            import atexit
+            import os
+            import threading
+            queue = _queue.SimpleQueue()
+            thread = threading.Thread(target=_deliver, args=(queue,), name="pycoro-waker",
+                                      daemon=True)
+            thread.start()
+            atexit.register(_stop_deliverer, queue, thread)
+            _posts = queue.put
+            if not getattr(poster, "_fork_hook", False):
+                os.register_at_fork(after_in_child=_forget_poster)
+                poster._fork_hook = True
+        return _posts
 
 
 def call_soon_threadsafe(loop, callback, fut):
