@@ -176,7 +176,12 @@ def test_sleep_woken_by_a_rust_thread(runtime):
             return value
         t0 = loops.time.monotonic()
         results = await loops.gather(one(0.06, "long"), one(0.02, "short"))
-        return results, order, loops.time.monotonic() - t0 >= 0.06
+        # Only the Rust timer's duration is checked: the twin's
+        # asyncio.sleep() under uvloop counts from the loop's cached clock
+        # (libuv's uv_now(), taken at the start of the iteration), so on a
+        # loaded machine it ends before 0.06 s of time.monotonic() (a CI
+        # run failed so: True against False).
+        return results, order, ops is TWIN or loops.time.monotonic() - t0 >= 0.06
     assert compare(runtime, program)[0] == ("return", (["long", "short"], ["short", "long"], True))
 
 
