@@ -483,6 +483,76 @@ def test_the_waker_thread_ends_before_finalization():
         0, ["after the run: ['pycoro-waker']", "at exit: []"]), r.stderr[-2000:]
 
 
+FORKED_CHILD = r"""
+import asyncio, os, signal, time, traceback, types
+import pycoro_harness as h
+
+@types.coroutine
+def suspend():
+    yield
+
+async def py_sleep_polled(delay, result):
+    # The async def twin of a sleep driven by a bare send() loop.
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        await suspend()
+    return result
+
+def send_until_done(coro, seconds=20.0):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            coro.send(None)
+        except StopIteration as e:
+            return e.value
+        time.sleep(0.001)
+    return "still pending"
+
+# The parent's timer and waker threads exist when it forks, and one sleep
+# of each kind is suspended, its deadline queued.
+print("parent:", asyncio.run(h.sleep(0.01, "slept")), flush=True)
+pending = [h.sleep(0.3, "inherited"), py_sleep_polled(0.3, "inherited")]
+for coro in pending:
+    coro.send(None)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)  # a hang ends the child with SIGALRM
+    try:
+        lines = [
+            "child: " + " ".join(send_until_done(coro) for coro in pending),
+            "child: " + asyncio.run(h.sleep(0.01, "slept"))
+            + " " + asyncio.run(asyncio.sleep(0.01, "slept")),
+        ]
+        os.write(1, ("\n".join(lines) + "\n").encode())
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child exit:", os.waitstatus_to_exitcode(status))
+for coro in pending:
+    coro.close()
+"""
+
+
+def test_sleep_in_a_forked_child():
+    # A forked child has only the thread that forked: pycoro's timer thread
+    # and waker thread are the parent's.  The child's first native sleep
+    # (not only its first wake-up, which the waker's fork hook covers)
+    # finishes as asyncio.sleep does, and a sleep suspended in the parent
+    # at the fork finishes in the child as its async def twin does.
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", FORKED_CHILD],
+                       capture_output=True, text=True, timeout=180)
+    assert (r.returncode, r.stdout.splitlines()) == (0, [
+        "parent: slept",
+        "child: inherited inherited",
+        "child: slept slept",
+        "child exit: 0",
+    ]), r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("attempt", range(3))
 def test_exit_while_a_rust_thread_wakes_does_not_abort(attempt):
     # The last wake-up of each run may still be under way when the

@@ -119,7 +119,7 @@ use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -382,6 +382,7 @@ impl SleepShared {
 
 /// A pending [`Sleep`] in the timer thread's queue, ordered by deadline
 /// (then by arrival, so that equal deadlines fire in order).
+#[derive(Clone)]
 struct Deadline {
     at: Instant,
     seq: u64,
@@ -412,26 +413,59 @@ impl Ord for Deadline {
 /// [`Sleep`] of the process: a min-heap of deadlines and a condition
 /// variable the thread waits on until the earliest one (or a new, earlier
 /// one).
+///
+/// A forked child has only the thread that called `fork()`: no timer
+/// thread, and the queue's lock in whatever state another thread left it.
+/// So each process has timers of its own, found by its process id: the
+/// first process's are [`Timers::get`]'s `OnceLock`, a child's hang off
+/// its parent's `child` (a grandchild's off its parent's, and so on).
 struct Timers {
+    pid: u32,
     queue: Mutex<(BinaryHeap<Reverse<Deadline>>, u64)>,
     changed: Condvar,
+    child: OnceLock<&'static Timers>,
 }
 
 impl Timers {
-    /// The process's timers, with their thread started on first use.
+    /// This process's timers, with their thread started on first use.
     fn get() -> &'static Timers {
         static TIMERS: OnceLock<&'static Timers> = OnceLock::new();
-        TIMERS.get_or_init(|| {
-            let timers: &'static Timers = Box::leak(Box::new(Timers {
-                queue: Mutex::new((BinaryHeap::new(), 0)),
-                changed: Condvar::new(),
-            }));
-            std::thread::Builder::new()
-                .name("pycoro-sleep".into())
-                .spawn(move || timers.run())
-                .expect("cannot spawn the sleep thread");
-            timers
-        })
+        let pid = std::process::id();
+        let mut timers = *TIMERS.get_or_init(|| Timers::start(pid, None));
+        while timers.pid != pid {
+            let parent = timers;
+            timers = parent
+                .child
+                .get_or_init(|| Timers::start(pid, Some(parent)));
+        }
+        timers
+    }
+
+    /// New timers for process `pid` and their thread.  A child takes over
+    /// the deadlines its parent's queue held at the fork (the child's copies
+    /// of those sleeps wait for them, as an asyncio loop's timers go on in
+    /// a child), unless the fork came while the parent's lock was held
+    /// (only ever briefly): then those are lost, and nothing blocks on it.
+    fn start(pid: u32, parent: Option<&Timers>) -> &'static Timers {
+        let inherited = parent
+            .and_then(|p| match p.queue.try_lock() {
+                Ok(queue) => Some(queue),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            })
+            .map(|queue| (queue.0.clone(), queue.1))
+            .unwrap_or_default();
+        let timers: &'static Timers = Box::leak(Box::new(Timers {
+            pid,
+            queue: Mutex::new(inherited),
+            changed: Condvar::new(),
+            child: OnceLock::new(),
+        }));
+        std::thread::Builder::new()
+            .name("pycoro-sleep".into())
+            .spawn(move || timers.run())
+            .expect("cannot spawn the sleep thread");
+        timers
     }
 
     /// Complete `shared` at `at`.
@@ -519,10 +553,17 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         crate::lines::record(self.location);
-        if let Some(duration) = self.duration.take() {
-            // A deadline past what `Instant` holds never comes.
-            if let Some(at) = Instant::now().checked_add(duration) {
-                Timers::get().add(at, self.shared.clone());
+        match self.duration.take() {
+            Some(duration) => {
+                // A deadline past what `Instant` holds never comes.
+                if let Some(at) = Instant::now().checked_add(duration) {
+                    Timers::get().add(at, self.shared.clone());
+                }
+            }
+            // Started before a fork, polled in the child: its deadline is
+            // in the queue the child's timers take over when they start.
+            None => {
+                Timers::get();
             }
         }
         Poll::Pending
