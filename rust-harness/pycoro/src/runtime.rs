@@ -520,7 +520,11 @@ impl Timers {
 /// A timer that a Rust thread completes after `duration`: the coroutine is
 /// woken from a thread that is not the event loop's (one timer thread for
 /// the process, `pycoro-sleep`, holding a queue of deadlines).  Meant for
-/// tests and demonstrations, not as a timer wheel.  The native frame
+/// tests and demonstrations, not as a timer wheel.  A forked child starts
+/// a timer thread of its own on its first sleep, or on the first poll of a
+/// sleep suspended at the fork, which then still ends at its deadline
+/// (unless the fork came while the parent's queue was locked, for the
+/// instant the timer thread or another sleep holds it).  The native frame
 /// reports the caller's line while suspended (`#[track_caller]`, see
 /// [`crate::lines`]).
 #[track_caller]
