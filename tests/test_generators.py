@@ -186,6 +186,62 @@ def test_for_site_sees_both_kinds():
     assert consume(600) == 600 * 3
 
 
+def loop_events(make, rounds):
+    """sys.monitoring events at a ``for`` loop over ``make(2)`` (its site
+    warmed up first, so that it is specialized to FOR_ITER_GEN): the loop
+    function's own events, and the generator's."""
+    def consume(make, rounds):
+        total = 0
+        for i in range(rounds):
+            for x in make(2):
+                total += x
+        return total
+
+    consume(make, 50)
+    mon = sys.monitoring
+    E = mon.events
+    wanted = {E.PY_START: "PY_START", E.PY_RESUME: "PY_RESUME",
+              E.PY_YIELD: "PY_YIELD", E.PY_RETURN: "PY_RETURN",
+              E.RAISE: "RAISE", E.STOP_ITERATION: "STOP_ITERATION"}
+    seen = []
+    tool = 4
+
+    def record(name):
+        def cb(code, offset, *args):
+            if code is consume.__code__:
+                where = "loop"
+            elif code.co_name in ("count", "py_count"):
+                where = "gen"
+            else:
+                return
+            extra = [type(a).__name__ for a in args if isinstance(a, BaseException)]
+            seen.append((name, where, *extra))
+        return cb
+
+    mon.use_tool_id(tool, "test_generators")
+    try:
+        for event, name in wanted.items():
+            mon.register_callback(tool, event, record(name))
+        mon.set_events(tool, sum(wanted))
+        total = consume(make, rounds)
+    finally:
+        mon.set_events(tool, 0)
+        for event in wanted:
+            mon.register_callback(tool, event, None)
+        mon.free_tool_id(tool)
+    return total, seen
+
+
+def test_for_loop_events_as_for_def():
+    # The end of each inner loop is a STOP_ITERATION event at its END_FOR
+    # for a Python generator run by FOR_ITER_GEN; a native one must give
+    # the same events (the native frame is sent, not run inline).
+    native = loop_events(h.count, 3)
+    python = loop_events(py_count, 3)
+    assert native == python
+    assert native[1].count(("STOP_ITERATION", "loop", "StopIteration")) == 3
+
+
 def test_generator_states():
     def states(g):
         trace = [(inspect.getgeneratorstate(g), g.gi_running, g.gi_suspended,
