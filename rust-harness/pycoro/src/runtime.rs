@@ -363,6 +363,10 @@ impl Future for YieldNow {
     }
 }
 
+/// What a [`Sleep`] shares with the timer queue.  Only the sleep's owner
+/// and `fire` lock `waker`; a forked child's copy stays locked for good if
+/// the parent's timer thread held it at the fork, so the owner never waits
+/// for it (see `Sleep::poll`).
 #[derive(Default)]
 struct SleepShared {
     done: AtomicBool,
@@ -371,6 +375,8 @@ struct SleepShared {
 
 impl SleepShared {
     /// What the timer thread does at the deadline: mark done, wake.
+    /// `done` first: a `waker` held by `fire` then means done, which lets
+    /// the owner not wait for the lock.
     fn fire(&self) {
         self.done.store(true, Ordering::Release);
         let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -415,7 +421,8 @@ impl Ord for Deadline {
 /// one).
 ///
 /// A forked child has only the thread that called `fork()`: no timer
-/// thread, and the queue's lock in whatever state another thread left it.
+/// thread, and the queue's lock (as each sleep's, see [`SleepShared`])
+/// in whatever state another thread left it.
 /// So each process has timers of its own, found by its process id: the
 /// first process's are [`Timers::get`]'s `OnceLock`, a child's hang off
 /// its parent's `child` (a grandchild's off its parent's, and so on).
@@ -524,7 +531,10 @@ impl Timers {
 /// a timer thread of its own on its first sleep, or on the first poll of a
 /// sleep suspended at the fork, which then still ends at its deadline
 /// (unless the fork came while the parent's queue was locked, for the
-/// instant the timer thread or another sleep holds it).  The native frame
+/// instant the timer thread or another sleep holds it: then it never
+/// ends).  A sleep that the parent's timer thread was completing at the
+/// fork is done in the child: polling it returns `Ready` and dropping it
+/// does not wait for the lock that thread held.  The native frame
 /// reports the caller's line while suspended (`#[track_caller]`, see
 /// [`crate::lines`]).
 #[track_caller]
@@ -549,10 +559,29 @@ pub struct Sleep {
 impl Future for Sleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shared.done.load(Ordering::Acquire) {
-            return Poll::Ready(());
+        // Never block on `waker`: a forked child's copy stays locked for
+        // good if the parent's timer thread held it (in `fire`) at the fork.
+        // Only `fire` can hold it while we poll, and `fire` stores `done`
+        // before it locks: so held means done, once that store shows (in
+        // the parent, `fire` may have only just locked), hence the retry.
+        // No wake-up is lost: the waker is stored under the lock and `done`
+        // read again after (`fire` either locks after us and takes this
+        // waker, or stored `done` before we locked, and we see it).
+        loop {
+            if self.shared.done.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            let mut waker = match self.shared.waker.try_lock() {
+                Ok(waker) => waker,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    std::thread::yield_now();
+                    continue;
+                }
+            };
+            *waker = Some(cx.waker().clone());
+            break;
         }
-        *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
         if self.shared.done.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
@@ -577,13 +606,117 @@ impl Future for Sleep {
 impl Drop for Sleep {
     fn drop(&mut self) {
         // The queue may keep the shared state until the deadline: release
-        // the waker (the coroutine's wake signal) now.
-        let waker = self
-            .shared
-            .waker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        // the waker (the coroutine's wake signal) now.  Unless `waker` is
+        // locked: then by `fire` (we own this Sleep), which takes the waker
+        // and wakes it itself (harmless once the coroutine is gone), or, in
+        // a forked child, by a thread of the parent's that the child lacks,
+        // and waiting would be forever.
+        let waker = match self.shared.waker.try_lock() {
+            Ok(mut waker) => waker.take(),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().take(),
+            Err(TryLockError::WouldBlock) => None,
+        };
         drop(waker);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::panic::AssertUnwindSafe;
+    use std::sync::mpsc;
+    use std::task::Wake;
+
+    struct NoWake;
+
+    impl Wake for NoWake {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    /// A sleep polled once: its waker is stored, its deadline (an hour
+    /// away) queued.
+    fn registered_sleep() -> Sleep {
+        let mut sleep = sleep(Duration::from_secs(3600));
+        let waker = Waker::from(Arc::new(NoWake));
+        let pending = Pin::new(&mut sleep).poll(&mut Context::from_waker(&waker));
+        assert!(pending.is_pending());
+        sleep
+    }
+
+    /// Fork while another thread holds `sleep`'s waker lock (as the timer
+    /// thread does in `fire`), so that the child's copy of the lock is held
+    /// by a thread the child does not have, and run `child` on the sleep
+    /// there.  The child must end with status 0; `alarm` ends it by SIGALRM
+    /// if it blocks on that lock, instead of hanging the test.
+    fn in_child_with_waker_locked(sleep: Sleep, child: fn(Sleep)) {
+        let shared = sleep.shared.clone();
+        let (locked_tx, locked) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _held = shared.waker.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        locked.recv().unwrap();
+        // SAFETY: the child runs `child` (atomics, try_lock, frees) and
+        // leaves by `_exit`, without going back to the test harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            unsafe { libc::alarm(10) };
+            let ok = std::panic::catch_unwind(AssertUnwindSafe(|| child(sleep))).is_ok();
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        drop(sleep);
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            !(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM),
+            "the child blocked on the sleep's waker lock (ended by SIGALRM)"
+        );
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child failed (wait status {status:#x})"
+        );
+    }
+
+    #[test]
+    fn fired_at_fork_is_ready_and_drops_in_child() {
+        in_child_with_waker_locked(registered_sleep(), |mut sleep| {
+            // What `fire` had done before it locked.
+            sleep.shared.done.store(true, Ordering::Release);
+            let waker = Waker::from(Arc::new(NoWake));
+            let ready = Pin::new(&mut sleep).poll(&mut Context::from_waker(&waker));
+            assert!(ready.is_ready());
+            drop(sleep);
+        });
+    }
+
+    #[test]
+    fn unfired_at_fork_drops_in_child() {
+        in_child_with_waker_locked(registered_sleep(), drop);
+    }
+
+    #[test]
+    fn poll_waits_out_a_brief_holder() {
+        // In the parent `fire` holds the lock briefly, its store of `done`
+        // not yet seen: a poll meanwhile gets Ready once it is (the retry),
+        // neither Pending nor a wait for a lock that a child never gets.
+        let mut sleep = registered_sleep();
+        let shared = sleep.shared.clone();
+        let (locked_tx, locked) = mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let _held = shared.waker.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            shared.done.store(true, Ordering::Release);
+        });
+        locked.recv().unwrap();
+        let waker = Waker::from(Arc::new(NoWake));
+        let ready = Pin::new(&mut sleep).poll(&mut Context::from_waker(&waker));
+        assert!(ready.is_ready());
+        holder.join().unwrap();
     }
 }
