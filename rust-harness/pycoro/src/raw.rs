@@ -1437,7 +1437,7 @@ fn native_state(
     native_state_with(ffi::api()?, obj, def)
 }
 
-/// [`native_state`] with the API already found.
+/// `PyUnstable_Gen_GetNativeState(obj, def)` with the API already found.
 #[inline(always)]
 fn native_state_with(
     api: &ffi::NativeFramesApi,

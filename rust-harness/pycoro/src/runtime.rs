@@ -285,7 +285,7 @@ pub(crate) fn suspend(py: Python<'_>, signal: &WakeSignal) -> PyResult<Suspend> 
 /// What a wake-up of a coroutine that waits in its runtime does: hand a
 /// call to the waker thread (`post`, the `put` of its queue: see `poster`
 /// in glue.py).  Kept inline in the coroutine's
-/// [`WakeSignal`](crate::waker::WakeSignal) (three references, no
+/// [`WakeSignal`] (three references, no
 /// allocation of its own); it holds the loop and the future rather than
 /// bound methods, which would be Python objects made per suspension.
 pub(crate) struct WakeHook {
