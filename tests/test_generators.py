@@ -13,6 +13,7 @@ import asyncio
 import gc
 import inspect
 import sys
+import sysconfig
 import traceback
 import types
 
@@ -239,7 +240,11 @@ def test_for_loop_events_as_for_def():
     native = loop_events(h.count, 3)
     python = loop_events(py_count, 3)
     assert native == python
-    assert native[1].count(("STOP_ITERATION", "loop", "StopIteration")) == 3
+    # 3.13t does not specialize: there the generic FOR_ITER ends each loop
+    # through tp_iternext, without an event, for both.
+    specialized = not sysconfig.get_config_var("Py_GIL_DISABLED")
+    stops = native[1].count(("STOP_ITERATION", "loop", "StopIteration"))
+    assert stops == (3 if specialized else 0)
 
 
 def test_generator_states():
