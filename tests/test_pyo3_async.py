@@ -555,6 +555,15 @@ def pristine_or_skip():
     env = dict(os.environ)
     env.pop("LD_LIBRARY_PATH", None)   # the unpatched build finds its own libpython
     env.pop("PYTHONPATH", None)
+    # The venv can exist without the wheel (scripts/build-cpython --pristine
+    # makes it; the example-pristine phase, which --quick skips, installs it).
+    found = subprocess.run(
+        [PRISTINE_PY, "-c", "import importlib.util, sys; "
+         "sys.exit(importlib.util.find_spec('pyo3_async_example') is None)"],
+        env=env, timeout=60)
+    if found.returncode != 0:
+        pytest.skip(f"pyo3_async_example is not installed for {PRISTINE_PY}: "
+                    "scripts/build-example --pristine installs it")
     return env
 
 
