@@ -26,6 +26,8 @@ import weakref
 
 import pytest
 
+from monitoring_common import monitoring
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYX = os.path.join(HERE, "cython", "cyprobe.pyx")
 PEER_PYX = os.path.join(HERE, "cython", "cypeer.pyx")
@@ -282,9 +284,7 @@ def test_exception_state_in_except(native, twin):
 def monitoring_events(mod, names=("chain", "checkpoint", "fail")):
     """(event, code name) of cyprobe's code while chain(2) runs and fail('x')
     raises; only the code objects named in `names` (every one if None)."""
-    mon = sys.monitoring
-    tool = 4
-    E = mon.events
+    E = sys.monitoring.events
     wanted = {E.PY_START: "PY_START", E.PY_RESUME: "PY_RESUME", E.PY_YIELD: "PY_YIELD",
               E.PY_RETURN: "PY_RETURN", E.PY_UNWIND: "PY_UNWIND", E.RAISE: "RAISE"}
     seen = []
@@ -296,20 +296,11 @@ def monitoring_events(mod, names=("chain", "checkpoint", "fail")):
                 seen.append((name, code.co_name))
         return cb
 
-    mon.use_tool_id(tool, "test_cython")
-    try:
-        for ev, name in wanted.items():
-            mon.register_callback(tool, ev, record(name))
-        mon.set_events(tool, sum(wanted))
+    with monitoring("test_cython", {e: record(n) for e, n in wanted.items()}):
         drive(mod.chain(2))
         c = mod.fail("x")
         with pytest.raises(ValueError):
             drive(c)
-    finally:
-        mon.set_events(tool, 0)
-        for ev in wanted:
-            mon.register_callback(tool, ev, None)
-        mon.free_tool_id(tool)
     return seen
 
 

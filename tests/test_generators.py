@@ -22,6 +22,7 @@ import pytest
 import trio
 
 import pycoro_harness as h
+from monitoring_common import monitoring
 
 CO_NATIVE = inspect.CO_NATIVE
 RUNTIMES = ["asyncio", "trio", "anyio-asyncio", "anyio-trio"]
@@ -199,13 +200,11 @@ def loop_events(make, rounds):
         return total
 
     consume(make, 50)
-    mon = sys.monitoring
-    E = mon.events
+    E = sys.monitoring.events
     wanted = {E.PY_START: "PY_START", E.PY_RESUME: "PY_RESUME",
               E.PY_YIELD: "PY_YIELD", E.PY_RETURN: "PY_RETURN",
               E.RAISE: "RAISE", E.STOP_ITERATION: "STOP_ITERATION"}
     seen = []
-    tool = 4
 
     def record(name):
         def cb(code, offset, *args):
@@ -219,17 +218,8 @@ def loop_events(make, rounds):
             seen.append((name, where, *extra))
         return cb
 
-    mon.use_tool_id(tool, "test_generators")
-    try:
-        for event, name in wanted.items():
-            mon.register_callback(tool, event, record(name))
-        mon.set_events(tool, sum(wanted))
+    with monitoring("test_generators", {e: record(n) for e, n in wanted.items()}):
         total = consume(make, rounds)
-    finally:
-        mon.set_events(tool, 0)
-        for event in wanted:
-            mon.register_callback(tool, event, None)
-        mon.free_tool_id(tool)
     return total, seen
 
 
