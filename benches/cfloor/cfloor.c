@@ -158,31 +158,31 @@ native_func(PyObject *globals, const PyUnstable_NativeFrameDef *def,
     return func;
 }
 
-/* The state of a new object of `def` (made from `func`, whose definition
-   it is): cannot fail then. */
+/* A new coroutine of `func`, its state holding `obj`. */
 static PyObject *
-with_obj(const PyUnstable_NativeFrameDef *def, PyObject *func, PyObject *obj)
+with_obj(PyObject *func, PyObject *obj)
 {
-    PyObject *coro = PyUnstable_Coro_NewNative(func, NULL, NULL);
+    void *state;
+    PyObject *coro = PyUnstable_Coro_NewNative(func, NULL, NULL, &state);
     if (coro != NULL) {
-        obj_state *s = PyUnstable_Gen_GetNativeState(coro, def);
-        s->obj = Py_NewRef(obj);
+        ((obj_state *)state)->obj = Py_NewRef(obj);
     }
     return coro;
 }
 
+/* A new object of `func` made by `new`, its state holding the count. */
 static PyObject *
-with_count(PyObject *(*new)(PyObject *, PyObject *, PyObject *),
-           const PyUnstable_NativeFrameDef *def, PyObject *func, PyObject *arg)
+with_count(PyObject *(*new)(PyObject *, PyObject *, PyObject *, void **),
+           PyObject *func, PyObject *arg)
 {
     Py_ssize_t n = PyLong_AsSsize_t(arg);
     if (n == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    PyObject *gen = new(func, NULL, NULL);
+    void *state;
+    PyObject *gen = new(func, NULL, NULL, &state);
     if (gen != NULL) {
-        count_state *s = PyUnstable_Gen_GetNativeState(gen, def);
-        s->n = n;
+        ((count_state *)state)->n = n;
     }
     return gen;
 }
@@ -190,25 +190,25 @@ with_count(PyObject *(*new)(PyObject *, PyObject *, PyObject *),
 static PyObject *
 ready(PyObject *module, PyObject *value)
 {
-    return with_obj(&ready_def, ready_func, value);
+    return with_obj(ready_func, value);
 }
 
 static PyObject *
 await_(PyObject *module, PyObject *aw)
 {
-    return with_obj(&await_def, await_func, aw);
+    return with_obj(await_func, aw);
 }
 
 static PyObject *
 yield_now(PyObject *module, PyObject *n)
 {
-    return with_count(PyUnstable_Coro_NewNative, &yield_now_def, yield_now_func, n);
+    return with_count(PyUnstable_Coro_NewNative, yield_now_func, n);
 }
 
 static PyObject *
 count(PyObject *module, PyObject *n)
 {
-    return with_count(PyUnstable_Gen_NewNative, &count_def, count_func, n);
+    return with_count(PyUnstable_Gen_NewNative, count_func, n);
 }
 
 static PyMethodDef cfloor_methods[] = {

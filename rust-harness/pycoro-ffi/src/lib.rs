@@ -173,11 +173,14 @@ pub type PyUnstable_NativeFunction_New_t = unsafe extern "C" fn(
 ) -> *mut PyObject;
 
 /// `PyUnstable_Coro_NewNative`, `PyUnstable_Gen_NewNative` and
-/// `PyUnstable_AsyncGen_NewNative(func, name, qualname)`.
+/// `PyUnstable_AsyncGen_NewNative(func, name, qualname, state)`: `*state`
+/// (when `state` is not null) receives the new object's native state, null
+/// on failure.
 pub type PyUnstable_NewNative_t = unsafe extern "C" fn(
     func: *mut PyObject,
     name: *mut PyObject,
     qualname: *mut PyObject,
+    state: *mut *mut c_void,
 ) -> *mut PyObject;
 
 /// `PyUnstable_Gen_GetNativeState(gen, def)`.

@@ -103,11 +103,18 @@ fn a_native_coroutine_made_through_the_table_runs() {
             )
         }
         .unwrap();
-        // SAFETY: as above; NULL name and qualname are the code's.
+        // SAFETY: as above; NULL name and qualname are the code's, and
+        // `made` is a valid out-pointer for the call.
+        let mut made: *mut c_void = ptr::null_mut();
         let coro = unsafe {
             Bound::from_owned_ptr_or_err(
                 py,
-                (api.PyUnstable_Coro_NewNative)(func.as_ptr(), ptr::null_mut(), ptr::null_mut()),
+                (api.PyUnstable_Coro_NewNative)(
+                    func.as_ptr(),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    &mut made,
+                ),
             )
         }
         .unwrap();
@@ -116,6 +123,7 @@ fn a_native_coroutine_made_through_the_table_runs() {
         // SAFETY: as above.
         let state = unsafe { (api.PyUnstable_Gen_GetNativeState)(coro.as_ptr(), &DEF) };
         assert!(!state.is_null());
+        assert_eq!(state, made);
         let send = || coro.call_method1("send", (py.None(),));
         assert_eq!(send().unwrap().extract::<i64>().unwrap(), 1);
         assert_eq!(send().unwrap().extract::<i64>().unwrap(), 2);

@@ -353,7 +353,7 @@ impl FunctionCache {
 }
 
 /// `PyUnstable_Coro_NewNative`, `PyUnstable_Gen_NewNative` or
-/// `PyUnstable_AsyncGen_NewNative(func, NULL, NULL)` as `kind` says, with
+/// `PyUnstable_AsyncGen_NewNative(func, NULL, NULL, &state)` as `kind` says, with
 /// `func` the native function of `functions` for the body type `B` (made
 /// from `code()` on first use; its code must be of that kind, or CPython
 /// raises `TypeError`), then `held` (objects the state owns, visited by
@@ -429,9 +429,9 @@ pub(crate) fn new_native_object_uncounted<'py, B: NativeBody>(
 }
 
 /// `PyUnstable_Coro_NewNative`, `PyUnstable_Gen_NewNative` or
-/// `PyUnstable_AsyncGen_NewNative(func, NULL, NULL)` as `kind` says, and
-/// the zero-filled state of the new object, checked to be `def`'s, for
-/// [`write_slot`].  Drops no `Py<T>`.
+/// `PyUnstable_AsyncGen_NewNative(func, NULL, NULL, &state)` as `kind`
+/// says, and the zero-filled state of the new object (that of `def`,
+/// `func`'s definition), for [`write_slot`].  Drops no `Py<T>`.
 #[inline(always)]
 fn alloc_native_object<'py, B: NativeBody>(
     py: Python<'py>,
@@ -445,19 +445,27 @@ fn alloc_native_object<'py, B: NativeBody>(
         Kind::Generator => api.PyUnstable_Gen_NewNative,
         Kind::AsyncGenerator => api.PyUnstable_AsyncGen_NewNative,
     };
+    let mut state: *mut c_void = std::ptr::null_mut();
     // SAFETY: GIL held; `func` is a live native function (it keeps its
-    // 'static definition); NULL name/qualname are allowed (the code's).
-    // The three constructors share one signature and contract; the result
-    // is a new reference or NULL with an exception set.
+    // 'static definition); NULL name/qualname are allowed (the code's);
+    // `state` is a valid out-pointer for the call.  The three
+    // constructors share one signature and contract; the result is a new
+    // reference (and `state` the object's native state) or NULL with an
+    // exception set.
     let coro = unsafe {
         Bound::from_owned_ptr_or_err(
             py,
-            constructor(func.as_ptr(), std::ptr::null_mut(), std::ptr::null_mut()),
+            constructor(
+                func.as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &mut state,
+            ),
         )?
     };
-    // `def` is the definition `func` was made with (CPython compares the
-    // pointer), that of `B`.
-    let state = native_state_with(api, &coro, def)?;
+    // The constructor's state is `def`'s: `func` was made with it, for
+    // `B` (what `PyUnstable_Gen_GetNativeState` checks, in debug builds).
+    debug_assert!(native_state_with(api, &coro, def).is_ok_and(|s| s == state));
     if (state as usize) % align_of::<Slot<B>>() != 0 {
         return Err(PySystemError::new_err("native frame state is misaligned"));
     }
